@@ -524,6 +524,75 @@ describe('sqlite store specifics', () => {
     );
   });
 
+  it('attack: an older Tessera opening the file while a newer one migrates it is refused (schema_newer), not left running on the newer schema: the version is read under the write lock its migration holds', async () => {
+    const path = join(dir, 'racing.db');
+    await SqliteStore.open({ path }).close();
+    // The newer Tessera, in another process: one migration more, which holds the write lock a while.
+    const fake = {
+      version: (MIGRATIONS.at(-1)?.version ?? 0) + 1,
+      description: 'a newer Tessera’s',
+      sql: `CREATE TABLE newer (x);
+        WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT count(*) FROM c;`,
+    };
+    const script = `
+      import { SqliteStore } from ${JSON.stringify(new URL('../../src/store/sqlite/store.ts', import.meta.url).href)};
+      import { MIGRATIONS } from ${JSON.stringify(new URL('../../src/store/sqlite/migrations.ts', import.meta.url).href)};
+      SqliteStore.open({ path: ${JSON.stringify(path)}, migrations: [...MIGRATIONS, ${JSON.stringify(fake)}] }).close();
+    `;
+    const newer = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    newer.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const exited = once(newer, 'exit');
+    // Wait until it holds the write lock for its migration: held at two looks 10 ms apart.
+    const probe = new DatabaseSync(path, { timeout: 0 });
+    for (let held = 0; held < 2; ) {
+      try {
+        probe.exec('BEGIN IMMEDIATE');
+        probe.exec('ROLLBACK');
+        held = 0;
+      } catch {
+        held += 1;
+      }
+      await new Promise((r) => setTimeout(r, held === 0 ? 1 : 10));
+    }
+    probe.close();
+    // The older one, at its own latest version, finds nothing to migrate: it must read the version
+    // once the newer one's migration is committed, not the one before it.
+    assert.throws(
+      () => SqliteStore.open({ path }),
+      (e: unknown) => e instanceof StoreOpenError && e.code === 'schema_newer' && /newer than this Tessera knows/.test(e.message),
+    );
+    const [code] = await exited;
+    assert.equal(code, 0, stderr);
+  });
+
+  it('runs the migrations of one start in one transaction with the version check: one that fails leaves the database at the version it was opened at, none of them applied', async () => {
+    const path = join(dir, 'failing.db');
+    await SqliteStore.open({ path }).close();
+    const db = new DatabaseSync(path);
+    rewind(db, 20);
+    // Migration 22 adds this row: there already, it fails, after migration 21 ran in this start.
+    db.exec("INSERT INTO meta (name, value) VALUES ('signing_keys_seq', 0)");
+    db.close();
+    assert.throws(
+      () => SqliteStore.open({ path }),
+      (e: unknown) =>
+        e instanceof StoreOpenError &&
+        e.code === 'migration_failed' &&
+        /migration 22 failed \(the database stays at version 20\)/.test(e.message),
+    );
+    const check = new DatabaseSync(path);
+    assert.equal(Number((check.prepare('SELECT max(version) AS v FROM schema_migrations').get() as { v: number }).v), 20);
+    assert.equal(
+      check.prepare("SELECT 1 FROM sqlite_master WHERE name = 'revocations_scoped_token'").get(),
+      undefined,
+      'migration 21 rolled back',
+    );
+    check.close();
+  });
+
   it('attack: a store file that is not a SQLite database, or is corrupt, or cannot be opened is refused at open with StoreOpenError naming the file and what to do (was a bare "file is not a database", printed as an unexpected error)', async () => {
     const garbage = join(dir, 'garbage.db');
     writeFileSync(garbage, 'not a database '.repeat(400));

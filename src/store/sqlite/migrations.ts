@@ -1,6 +1,7 @@
 /**
  * Versioned schema migrations for the SQLite store. Append only: a released migration is never
- * edited; a change is a new entry. Each runs in its own transaction with its version row.
+ * edited; a change is a new entry. Those a start applies run in one transaction with the version
+ * check (under the write lock) and their version rows.
  */
 
 export interface Migration {

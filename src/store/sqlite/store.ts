@@ -82,7 +82,7 @@ import {
   spentKeptUntil,
 } from '../rows.ts';
 import { SUBTREE } from '../subtree.ts';
-import { MIGRATIONS } from './migrations.ts';
+import { MIGRATIONS, type Migration } from './migrations.ts';
 
 /** What one group commit of grants has read: client id → enabled, parent (or actor) grant id → its row. */
 interface BatchReads {
@@ -101,6 +101,11 @@ export interface SqliteStoreOptions extends PruneTuning {
    * a transaction (`refresh.rotate`, `grants.revoke`). Defaults to `TESSERA_FAILPOINT`.
    */
   readonly failpoint?: string;
+  /**
+   * The migrations this store knows (default: this Tessera's, {@link MIGRATIONS}): a test stands
+   * in for a newer Tessera with one more.
+   */
+  readonly migrations?: readonly Migration[];
 }
 
 const clientRow = (r: Row): ClientRecord => clientFrom(r, (v) => num(v ?? 0) !== 0);
@@ -174,6 +179,7 @@ export class SqliteStore implements Store {
   readonly #failpoint: string | undefined;
   readonly #prune: { readonly batch: number; readonly budget: number };
   readonly #busyTimeoutMs: number;
+  readonly #migrations: readonly Migration[];
   #grantQueue: {
     g: NewGrant;
     now: number;
@@ -182,8 +188,16 @@ export class SqliteStore implements Store {
     reject: (e: unknown) => void;
   }[] = [];
 
-  private constructor(db: DatabaseSync, path: string, failpoint: string | undefined, prune: PruneTuning, busyTimeoutMs: number) {
+  private constructor(
+    db: DatabaseSync,
+    path: string,
+    failpoint: string | undefined,
+    prune: PruneTuning,
+    busyTimeoutMs: number,
+    migrations: readonly Migration[],
+  ) {
     this.#db = db;
+    this.#migrations = migrations;
     this.#path = path;
     this.#busyTimeoutMs = busyTimeoutMs;
     this.#failpoint = failpoint;
@@ -202,7 +216,14 @@ export class SqliteStore implements Store {
       db.exec('PRAGMA journal_mode = WAL');
       db.exec('PRAGMA synchronous = NORMAL');
       db.exec('PRAGMA foreign_keys = OFF');
-      const store = new SqliteStore(db, options.path, options.failpoint ?? process.env.TESSERA_FAILPOINT, options, busyTimeoutMs);
+      const store = new SqliteStore(
+        db,
+        options.path,
+        options.failpoint ?? process.env.TESSERA_FAILPOINT,
+        options,
+        busyTimeoutMs,
+        options.migrations ?? MIGRATIONS,
+      );
       store.#migrate();
       if (options.path !== ':memory:') store.#checkWritable();
       // From here on a write that finds the lock taken waits in #tx, off the event loop: SQLite's own
@@ -224,36 +245,40 @@ export class SqliteStore implements Store {
     return num(row?.v ?? 0);
   }
 
+  /**
+   * Check the schema version and apply the migrations it lacks, all in one `BEGIN IMMEDIATE`
+   * transaction (as PostgreSQL does under its advisory lock): the version is read under the write
+   * lock, so a newer Tessera's migration committed while this process waited for the lock is seen
+   * (and refused, `schema_newer`), not taken for one this process knows; and a migration that fails
+   * rolls back every one of this start, the database staying at the version it was found at.
+   */
   #migrate(): void {
-    this.#db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
-    const current = this.schemaVersion;
-    const latest = MIGRATIONS.at(-1)?.version ?? 0;
-    if (current > latest) {
-      throw new StoreOpenError(
-        'schema_newer',
-        `the SQLite store ${this.#path}: the database schema is at version ${current}, newer than this Tessera knows (${latest}); upgrade Tessera`,
-      );
-    }
-    for (const m of MIGRATIONS) {
-      if (m.version <= current) continue;
-      this.#txNow(() => {
-        // Another process may have migrated while this one waited for the lock.
-        const done = this.#db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?').get(m.version);
-        if (done) return;
+    const latest = this.#migrations.at(-1)?.version ?? 0;
+    this.#txNow(() => {
+      this.#db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+      const current = this.schemaVersion;
+      if (current > latest) {
+        throw new StoreOpenError(
+          'schema_newer',
+          `the SQLite store ${this.#path}: the database schema is at version ${current}, newer than this Tessera knows (${latest}); upgrade Tessera`,
+        );
+      }
+      for (const m of this.#migrations) {
+        if (m.version <= current) continue;
         try {
           this.#db.exec(m.sql);
         } catch (e) {
-          // Rolled back whole (#inTx): the database stays at the version before it.
+          // Rolled back whole (#inTx): the database stays at the version it was found at.
           if (isBusy(e) || !(e instanceof Error)) throw e;
           throw new StoreOpenError(
             'migration_failed',
-            `the SQLite store ${this.#path}: migration ${m.version} failed (the database stays at version ${m.version - 1}): ${e.message}`,
+            `the SQLite store ${this.#path}: migration ${m.version} failed (the database stays at version ${current}): ${e.message}`,
             { cause: e },
           );
         }
         this.#db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(m.version, Math.floor(Date.now() / 1000));
-      });
-    }
+      }
+    });
   }
 
   /**
