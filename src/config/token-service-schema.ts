@@ -433,16 +433,16 @@ export const tokenServiceSchema = z
       }),
     auth_failure_limit: z
       .strictObject({
-        enabled: z
-          .boolean()
-          .default(true)
-          .meta({ description: 'Limit failed client authentications per address. Default: on; `false` turns the limit off.' }),
+        enabled: z.boolean().default(false).meta({
+          description:
+            'Limit failed client authentications per address. Default: off, because the token service has no trusted-proxy setting: behind a reverse proxy or load balancer every client is the proxy’s address, and one that keeps failing would get every client refused at all three endpoints. Turn it on (`true`) where the token service sees its clients’ own addresses.',
+        }),
         ...bucketFields({ one: 'failed authentication', many: 'Failed client authentications', per: 'address', rate: 1, burst: 20 }),
       })
       .prefault({})
       .meta({
         description:
-          'One token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s) shared by the token, revocation and introspection endpoints, of the requests refused before a client authenticated: a failed client authentication (wrong or unknown secret, bad or replayed assertion, no credentials) or a malformed request. An address whose bucket is empty is refused 429 `client_auth_failure_rate_limited` with Retry-After at any of the three before its credentials are checked, the right ones too (a guess that happens to be right is not told apart), until a failure is regained; a request that authenticates (a public client naming itself included) gives back the token it held, so an address that does not fail spends nothing. A refusal is audited (`token.denied`, `revocation.denied`, `introspection.denied`) once per throttled window of the endpoint and address, the next one audited saying how many were not (`refusals_not_audited`). Behind a reverse proxy every client shares the proxy’s bucket: one that keeps failing (a rotated secret still in use) gets them all refused until it stops; there, raise `burst` or turn this off and limit at the proxy. Buckets of the 10000 most recent addresses are kept, per process.',
+          'One token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s) shared by the token, revocation and introspection endpoints, of the requests refused before a client authenticated: a failed client authentication (wrong or unknown secret, bad or replayed assertion, no credentials) or a malformed request. An address whose bucket is empty is refused 429 `client_auth_failure_rate_limited` with Retry-After at any of the three before its credentials are checked, the right ones too (a guess that happens to be right is not told apart), until a failure is regained; a request that authenticates (a public client naming itself included) gives back the token it held, so an address that does not fail spends nothing. A refusal is audited (`token.denied`, `revocation.denied`, `introspection.denied`) once per throttled window of the endpoint and address, the next one audited saying how many were not (`refusals_not_audited`). Behind a reverse proxy every client shares the proxy’s bucket: one that keeps failing (a rotated secret still in use) gets them all refused until it stops; there, leave it off and limit at the proxy. Buckets of the 10000 most recent addresses are kept, per process.',
       }),
     token_rate_limit: z
       .strictObject({

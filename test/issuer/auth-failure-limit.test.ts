@@ -26,7 +26,8 @@ async function withIssuer(
   config: Record<string, unknown> = {},
 ): Promise<void> {
   let now = Date.now();
-  const issuer = await startIssuer({ clock: () => now, config: { token_service: config } as never });
+  // Off by default (every client behind a proxy shares one address): these tests turn it on.
+  const issuer = await startIssuer({ clock: () => now, config: { token_service: { auth_failure_limit: { enabled: true }, ...config } } as never });
   try {
     const app = await issuer.addClient({ id: 'app', scopes: ['api:read'], audiences: [API], grantTypes: ['client_credentials'] });
     await run({
@@ -158,10 +159,16 @@ describe('failed client authentications per address (auth_failure_limit)', () =>
     });
   });
 
-  it('is on by default (rate 1, burst 20) and `enabled: false` turns it off at every endpoint', async () => {
-    await withIssuer(async ({ issuer }) => {
-      assert.deepEqual(issuer.config.token_service?.auth_failure_limit, { enabled: true, rate: 1, burst: 20 });
-    });
+  it('is off by default (rate 1, burst 20 once `enabled: true`), and `enabled: false` turns it off at every endpoint', async () => {
+    const plain = await startIssuer({});
+    try {
+      assert.deepEqual(plain.config.token_service?.auth_failure_limit, { enabled: false, rate: 1, burst: 20 });
+      const app = await plain.addClient({ id: 'app', scopes: ['api:read'], audiences: [API], grantTypes: ['client_credentials'] });
+      for (let i = 0; i < BURST + 5; i++) assert.equal((await cc(plain, WRONG)).status, 401);
+      assert.equal((await cc(plain, app.secret)).status, 200);
+    } finally {
+      await plain.close();
+    }
     await withIssuer(
       async ({ issuer, app }) => {
         for (let i = 0; i < 3; i++) {

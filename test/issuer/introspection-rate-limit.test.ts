@@ -23,7 +23,7 @@ before(async () => {
     config: {
       token_service: {
         introspection_rate_limit: { rate: 1, burst: BURST },
-        auth_failure_limit: { rate: 1, burst: BURST },
+        auth_failure_limit: { enabled: true, rate: 1, burst: BURST },
       },
     },
   });
@@ -115,7 +115,10 @@ describe('introspection endpoint rate limit', () => {
     const limited = await startIssuer({
       clock: () => now,
       config: {
-        token_service: { introspection_rate_limit: { rate: 0.001, burst: 1 }, auth_failure_limit: { rate: 0.001, burst: 2 } },
+        token_service: {
+          introspection_rate_limit: { rate: 0.001, burst: 1 },
+          auth_failure_limit: { enabled: true, rate: 0.001, burst: 2 },
+        },
       },
     });
     try {
@@ -138,8 +141,8 @@ describe('introspection endpoint rate limit', () => {
     }
   });
 
-  it('attack: introspection flood of failed authentications is bounded by default (no configuration); the limits are on by default and can be turned off', async () => {
-    const on = await startIssuer();
+  it('attack: introspection flood of failed authentications is bounded once auth_failure_limit is on (off by default: behind a proxy every client is one address); the per-client limit is on by default; both can be turned off', async () => {
+    const on = await startIssuer({ config: { token_service: { auth_failure_limit: { enabled: true } } } });
     const off = await startIssuer({
       config: {
         token_service: { introspection_rate_limit: { enabled: false, burst: 1 }, auth_failure_limit: { enabled: false, burst: 1 } },
@@ -148,6 +151,13 @@ describe('introspection endpoint rate limit', () => {
     try {
       assert.deepEqual(on.config.token_service?.introspection_rate_limit, { enabled: true, rate: 100, burst: 1000 });
       assert.deepEqual(on.config.token_service?.auth_failure_limit, { enabled: true, rate: 1, burst: 20 });
+      const plain = await startIssuer();
+      try {
+        assert.deepEqual(plain.config.token_service?.introspection_rate_limit, { enabled: true, rate: 100, burst: 1000 });
+        assert.deepEqual(plain.config.token_service?.auth_failure_limit, { enabled: false, rate: 1, burst: 20 });
+      } finally {
+        await plain.close();
+      }
       const statuses: number[] = [];
       for (let i = 0; i < 21; i++) {
         statuses.push((await on.post('/oauth2/introspect', { token: 'x' }, { authorization: basic('nobody', 'guess') })).status);
