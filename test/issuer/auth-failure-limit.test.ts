@@ -27,7 +27,10 @@ async function withIssuer(
 ): Promise<void> {
   let now = Date.now();
   // Off by default (every client behind a proxy shares one address): these tests turn it on.
-  const issuer = await startIssuer({ clock: () => now, config: { token_service: { auth_failure_limit: { enabled: true }, ...config } } as never });
+  const issuer = await startIssuer({
+    clock: () => now,
+    config: { token_service: { auth_failure_limit: { enabled: true }, ...config } } as never,
+  });
   try {
     const app = await issuer.addClient({ id: 'app', scopes: ['api:read'], audiences: [API], grantTypes: ['client_credentials'] });
     await run({
