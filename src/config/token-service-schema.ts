@@ -161,16 +161,16 @@ const oidcSchema = z
     }),
     callback_rate_limit: z
       .strictObject({
-        enabled: z
-          .boolean()
-          .default(true)
-          .meta({ description: 'Limit login callbacks per connecting address. Default: on; `false` turns the limit off.' }),
+        enabled: z.boolean().default(false).meta({
+          description:
+            'Limit login callbacks per connecting address. Default: off, because the token service has no trusted-proxy setting: behind a reverse proxy every person is the proxy’s address, and anyone sending a callback every few seconds (beginning a login is free) would keep everyone from signing in. Turn it on (`true`) where the token service sees its users’ own addresses.',
+        }),
         ...bucketFields({ one: 'login callback', many: 'Login callbacks', per: 'address', rate: 0.2, burst: 20 }),
       })
       .prefault({})
       .meta({
         description:
-          'Token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s, as the registration, token and revocation buckets count it) at the login callback, spent by each callback whose login state verifies, before that state is spent in the store and its token request sent to the provider (a callback with no state cookie, a forged or another login’s state, spends nothing, and costs no more than a MAC). Over it, the login-failure page, 429 with Retry-After, audited `login_rate_limited`, nothing stored or sent upstream, its login state kept so that reloading it after Retry-After finishes the login. A person’s login is one callback: the default, 20 at once and one every 5 s after that (12 a minute), lets an office sign in together behind one NAT address, keeps one address from holding all `max_token_requests_in_flight` (32) slots, and bounds the token requests it can make the server send the provider. Behind a reverse proxy every person shares its address: raise `rate` and `burst` for that, or rate-limit at the proxy and set `enabled: false`. Beginning a login keeps nothing at the server (its state is the sealed cookie) and is not limited. Buckets of the 10000 most recent addresses are kept, per process.',
+          'Token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s, as the registration, token and revocation buckets count it) at the login callback, spent by each callback whose login state verifies, before that state is spent in the store and its token request sent to the provider (a callback with no state cookie, a forged or another login’s state, spends nothing, and costs no more than a MAC). Over it, the login-failure page, 429 with Retry-After, audited `login_rate_limited`, nothing stored or sent upstream, its login state kept so that reloading it after Retry-After finishes the login. A person’s login is one callback: the default, 20 at once and one every 5 s after that (12 a minute), lets an office sign in together behind one NAT address, keeps one address from holding all `max_token_requests_in_flight` (32) slots, and bounds the token requests it can make the server send the provider. Behind a reverse proxy every person shares its address: leave it off there and rate-limit at the proxy. Beginning a login keeps nothing at the server (its state is the sealed cookie) and is not limited. Buckets of the 10000 most recent addresses are kept, per process.',
       }),
   })
   .meta({

@@ -199,7 +199,7 @@ describe('token_service.authorization', () => {
       login_ttl: 600,
       return_window: 60,
       max_token_requests_in_flight: 32,
-      callback_rate_limit: { enabled: true, rate: 0.2, burst: 20 },
+      callback_rate_limit: { enabled: false, rate: 0.2, burst: 20 },
     });
   });
 

@@ -46,7 +46,7 @@ describe('login callbacks per connecting address', () => {
   before(async () => {
     rogue = await startRogueProvider();
     issuer = await startLoginIssuer(rogue.url, {
-      oidc: { callback_rate_limit: { rate: RATE, burst: BURST } },
+      oidc: { callback_rate_limit: { enabled: true, rate: RATE, burst: BURST } },
       clock: () => Date.now() + offset,
     });
   });
