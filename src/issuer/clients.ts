@@ -277,6 +277,17 @@ export function buildClient(
   for (const a of input.audiences) {
     if (a === '' || /[\s\p{Cc}]/u.test(a)) {
       refuse('audience_invalid', `audience ${quoted(a)} must be non-empty without whitespace or control characters`, 'audiences');
+    } else if (URL.canParse(a) && (new URL(a).username !== '' || new URL(a).password !== '')) {
+      // Every token issued for it would carry the password in `aud` (clients list, logs, every
+      // resource server that sees the token): refused, and named without its user:password@ part.
+      const shown = new URL(a);
+      shown.username = '';
+      shown.password = '';
+      refuse(
+        'audience_invalid',
+        `audience ${shown.href} must not carry a user name or password; write it without user:password@`,
+        'audiences',
+      );
     }
   }
   const grantTypes = [...new Set(input.grantTypes ?? (input.public === true ? PUBLIC_CLIENT_GRANT_TYPES : ['client_credentials']))];

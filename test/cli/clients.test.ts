@@ -347,3 +347,18 @@ describe('tessera clients add under another master key than the store was made w
     assert.equal(tessera('clients', 'show', 'stale-master').code, 1);
   });
 });
+
+describe('tessera clients add --audiences with a password in it', () => {
+  it('attack: refused without printing the password back, and nothing registered (every token it gets would carry the password in aud)', () => {
+    for (const audience of ['https://svc:hunter2-pw@api.test/v1', 'https://svc@api.test/v1']) {
+      const r = tessera('clients', 'add', 'aud-userinfo', '--audiences', audience);
+      assert.equal(r.code, 1, r.stdout);
+      assert.equal(r.stdout, '');
+      assert.equal(
+        r.stderr,
+        'tessera: --audiences: audience https://api.test/v1 must not carry a user name or password; write it without user:password@\n',
+      );
+      assert.equal(tessera('clients', 'show', 'aud-userinfo').code, 1);
+    }
+  });
+});
