@@ -374,3 +374,26 @@ describe('tessera init: a refusal is one admin.action deny where a store already
     }
   });
 });
+
+describe('tessera init: where tessera.yaml cannot be written', () => {
+  it('attack: --config in a directory that does not exist: one line naming the file and what to do, not "unexpected error" on a temporary file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-init-nodir-'));
+    try {
+      const config = join(dir, 'missing', 'tessera.yaml');
+      const r = spawnSync(process.execPath, [MAIN, 'init', '--config', config], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+      assert.equal(r.status, 1, r.stdout);
+      assert.equal(r.stdout, '');
+      assert.equal(
+        r.stderr,
+        `tessera: cannot write ${config}: its directory ${join(dir, 'missing')} does not exist (ENOENT); create it, or name another --config\n`,
+      );
+      assert.deepEqual(readdirSync(dir), []);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

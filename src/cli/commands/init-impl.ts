@@ -249,6 +249,24 @@ function refuseIgnoredShape(path: string, config: TesseraConfig, options: InitOp
   );
 }
 
+/**
+ * tessera.yaml could not be written (its directory missing or not writable): one line naming the
+ * file, not the temporary file written first, and what to do instead. Another failure is itself.
+ */
+function configWriteError(path: string, e: unknown): unknown {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  const dir = dirname(path);
+  if (code === 'ENOENT')
+    return new CliError(`cannot write ${path}: its directory ${dir} does not exist (ENOENT); create it, or name another --config`);
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+    return new CliError(
+      `cannot write ${path}: its directory ${dir} is not writable (${code}); run init where you may write, or name another --config`,
+    );
+  }
+  if (code === 'ENOTDIR') return new CliError(`cannot write ${path}: ${dir} is not a directory (ENOTDIR); name another --config`);
+  return e;
+}
+
 export async function initialize(options: InitOptions): Promise<InitReport> {
   const undo = new Undo();
   try {
@@ -319,6 +337,8 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
         if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw e;
         writeFileSync(path, text, { flag: 'wx', mode: CONFIG_MODE });
       }
+    } catch (e) {
+      throw configWriteError(path, e);
     } finally {
       rmSync(tmp, { force: true });
     }
