@@ -397,3 +397,59 @@ describe('tessera init: where tessera.yaml cannot be written', () => {
     }
   });
 });
+
+describe('tessera init: killed (kill -9) between registering the demo client and writing its secret', () => {
+  /** A module run before the CLI that kills the process at its first write of a path holding `at`. */
+  const killAt = (at: string) =>
+    `data:text/javascript,${encodeURIComponent(`import fs from 'node:fs'; import { syncBuiltinESMExports } from 'node:module';
+const write = fs.writeFileSync;
+fs.writeFileSync = function (file, ...rest) { if (String(file).includes(${JSON.stringify(at)})) process.kill(process.pid, 'SIGKILL'); return write.call(this, file, ...rest); };
+syncBuiltinESMExports();`)}`;
+  const run = (dir: string, args: string[], preload?: string) =>
+    spawnSync(process.execPath, [...(preload ? ['--import', preload] : []), MAIN, 'init', ...args], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, TESSERA_MASTER_KEY: '' },
+    });
+
+  it('attack: before either file: the rerun says the secret is lost and how to get a new one, rather than "(exists)"', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-init-killed-'));
+    try {
+      const killed = run(dir, [], killAt(DEMO_CLIENT_FILE));
+      assert.equal(killed.signal, 'SIGKILL');
+      const data = join(dir, '.tessera');
+      assert.equal(existsSync(join(data, DEMO_CLIENT_FILE)), false);
+      const again = run(dir, []);
+      assert.equal(again.status, 0, again.stderr);
+      assert.match(
+        again.stdout,
+        new RegExp(
+          `^client ${DEMO_CLIENT} exists, but its secret is in neither ${join(data, DEMO_CLIENT_FILE)} nor ${DEMO_SECRET_FILE} \\(an interrupted init, or removed\\): for a new one, run \`tessera clients remove ${DEMO_CLIENT}\`, then \`tessera init\`$`,
+          'm',
+        ),
+      );
+      const json = JSON.parse(run(dir, ['--json']).stdout) as { demo_client: { secret_missing?: boolean } };
+      assert.equal(json.demo_client.secret_missing, true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('attack: after demo-client.json, before demo-client.secret: the rerun writes demo-client.secret from it (tessera start uses that file)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-init-killed-'));
+    try {
+      const killed = run(dir, [], killAt(`${DEMO_SECRET_FILE}.`));
+      assert.equal(killed.signal, 'SIGKILL');
+      const data = join(dir, '.tessera');
+      const kept = JSON.parse(readFileSync(join(data, DEMO_CLIENT_FILE), 'utf8')) as { client_secret: string };
+      assert.equal(existsSync(join(data, DEMO_SECRET_FILE)), false);
+      const again = run(dir, []);
+      assert.equal(again.status, 0, again.stderr);
+      assert.equal(readFileSync(join(data, DEMO_SECRET_FILE), 'utf8'), kept.client_secret);
+      assert.equal(statSync(join(data, DEMO_SECRET_FILE)).mode & 0o077, 0);
+      assert.doesNotMatch(again.stdout, new RegExp(kept.client_secret), 'the secret is not printed again');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

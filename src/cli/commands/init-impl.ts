@@ -117,6 +117,22 @@ function writeOwnerOnly(file: string, text: string | Uint8Array, mode = 0o600): 
   }
 }
 
+/**
+ * The demo client's secret as demo-client.json keeps it, or `undefined` when the file is absent,
+ * not a regular file, or holds no secret of the demo client.
+ */
+function keptDemoSecret(file: string): string | undefined {
+  try {
+    if (lstatSync(file, { throwIfNoEntry: false })?.isFile() !== true) return undefined;
+    const kept = JSON.parse(readFileSync(file, 'utf8')) as { client_id?: unknown; client_secret?: unknown };
+    return kept.client_id === DEMO_CLIENT && typeof kept.client_secret === 'string' && kept.client_secret !== ''
+      ? kept.client_secret
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** lstat, so a dangling symlink counts as there (and is never taken for something this run made). */
 const present = (path: string): boolean => lstatSync(path, { throwIfNoEntry: false }) !== undefined;
 
@@ -404,7 +420,21 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
     let secret: string | undefined;
     // Only for a configuration that has the demo's scopes (the one init writes); another is left alone.
     const demoScopes = scopes.every((s) => Object.hasOwn(config.scopes ?? {}, s));
-    const exists = (await store.getClient(DEMO_CLIENT)) !== undefined;
+    const existing = await store.getClient(DEMO_CLIENT);
+    const exists = existing !== undefined;
+    // A run killed between registering the demo client and writing its secret files left a client
+    // whose secret is nowhere, or only in demo-client.json: the second is put back where `tessera
+    // start` reads it, the first reported with the way to a new one (never a new secret unasked).
+    let secretMissing = false;
+    if (existing?.authMethod === 'client_secret' && demoScopes && !present(join(config.data_dir, DEMO_SECRET_FILE))) {
+      const kept = keptDemoSecret(join(config.data_dir, DEMO_CLIENT_FILE));
+      if (kept === undefined) secretMissing = true;
+      else {
+        const secretFile = join(config.data_dir, DEMO_SECRET_FILE);
+        undo.writing(secretFile);
+        writeOwnerOnly(secretFile, kept);
+      }
+    }
     if (!exists && demoScopes) {
       const created = await service.registerClient(
         {
@@ -444,6 +474,7 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
         client_id: DEMO_CLIENT,
         created: secret !== undefined,
         ...(!exists && !demoScopes ? { skipped: 'tessera.yaml has no demo:read and demo:write scopes' } : {}),
+        ...(secretMissing ? { secret_missing: true } : {}),
         audience,
         scopes,
         ...(secret ? { client_secret: secret } : {}),

@@ -27,7 +27,16 @@ export interface InitReport {
   issuer: string;
   master_key: 'env' | 'file' | 'generated';
   signing_key: { kid: string; alg: string; created: boolean };
-  demo_client: { client_id: string; created: boolean; skipped?: string; client_secret?: string; audience: string; scopes: string[] };
+  demo_client: {
+    client_id: string;
+    created: boolean;
+    skipped?: string;
+    /** The client exists, but its secret is in neither demo-client.json nor demo-client.secret. */
+    secret_missing?: true;
+    client_secret?: string;
+    audience: string;
+    scopes: string[];
+  };
   gateway_token: { variable: string; file: string; created: boolean };
 }
 
@@ -78,6 +87,10 @@ export function registerInit(program: Command): void {
         out.push(`Its secret, printed this once (kept for the demo in ${join(report.data_dir, DEMO_CLIENT_FILE)}, mode 0600):`);
         out.push('');
         out.push(`  ${report.demo_client.client_secret}`);
+      } else if (report.demo_client.secret_missing) {
+        out.push(
+          `client ${report.demo_client.client_id} exists, but its secret is in neither ${join(report.data_dir, DEMO_CLIENT_FILE)} nor ${DEMO_SECRET_FILE} (an interrupted init, or removed): for a new one, run \`tessera clients remove ${report.demo_client.client_id}\`, then \`tessera init\``,
+        );
       } else if (report.demo_client.skipped) {
         out.push(`client ${report.demo_client.client_id} not created: ${report.demo_client.skipped}`);
       } else {
