@@ -13,6 +13,7 @@ import { uuidv7 } from '../../src/audit/id.ts';
 import { forEachEvent, parseSince, parseUntil } from '../../src/cli/commands/audit.ts';
 import { initialize } from '../../src/cli/commands/init.ts';
 import { CliError } from '../../src/cli/output.ts';
+import { quoted as quotedValue } from '../../src/core/errors.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { spawnCollecting } from '../helpers/spawned.ts';
 
@@ -45,6 +46,34 @@ describe('audit --since', () => {
     }
     assert.throws(() => parseUntil('99999999999999999999d', now), /^CliError: --until 99999999999999999999d reaches back/);
     assert.equal(parseSince('36500d', now), now - 36500 * 86_400_000);
+  });
+
+  it('attack: refuses a time of day without a time zone (read as the local time, while every time shown is UTC), saying how to write it', () => {
+    const tz = process.env.TZ;
+    process.env.TZ = 'America/New_York';
+    try {
+      for (const [flag, parse] of [
+        ['--since', parseSince],
+        ['--until', parseUntil],
+      ] as const) {
+        for (const v of ['2026-11-22T10:00:00', '2026-11-22T10:00', '2026-11-22 10:00:00', '2026-11-22T10:00:00.5']) {
+          assert.throws(
+            () => parse(v, now),
+            (e: unknown) =>
+              e instanceof CliError &&
+              e.message ===
+                `${flag} ${quotedValue(v)} has no time zone; add Z for UTC (2026-11-22T10:00:00Z) or an offset (2026-11-22T10:00:00+01:00)`,
+            v,
+          );
+        }
+      }
+      // A zone given, or a date alone (its midnight UTC), is read as before.
+      assert.equal(parseSince('2026-11-22T10:00:00+01:00', now), Date.parse('2026-11-22T09:00:00Z'));
+      assert.equal(parseSince('2026-11-22', now), Date.parse('2026-11-22T00:00:00Z'));
+    } finally {
+      if (tz === undefined) delete process.env.TZ;
+      else process.env.TZ = tz;
+    }
   });
 
   it('refuses a day the month does not have instead of rolling over into the next month', () => {

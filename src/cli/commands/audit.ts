@@ -43,6 +43,13 @@ function parseTime(flag: string, value: string, now: number): number {
     if (!(t >= EARLIEST)) throw new CliError(`${flag} ${value} reaches back before the earliest date there is; give a shorter duration`);
     return t;
   }
+  // A time of day without Z or an offset is the local time to Date.parse, while every time shown
+  // (and a date alone) is UTC: which one was meant is not guessed.
+  if (/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(value)) {
+    throw new CliError(
+      `${flag} ${quoted(value)} has no time zone; add Z for UTC (2026-11-22T10:00:00Z) or an offset (2026-11-22T10:00:00+01:00)`,
+    );
+  }
   const t = Date.parse(value);
   const ymd = /^(\d{4})-(\d{2})-(\d{2})/.exec(value);
   // Date.parse rolls a day past the month's end over (2026-02-30 is March 2nd): refuse it instead.
@@ -163,7 +170,7 @@ export function registerAudit(program: Command): void {
     .description(
       'Print the events that match the filters, oldest first. When none does: "no events match" on stderr and exit 0 (with --json, an empty array).',
     )
-    .option('--since <when>', 'from this time: a duration back (15m, 2h, 7d) or an ISO time')
+    .option('--since <when>', 'from this time: a duration back (15m, 2h, 7d) or an ISO time with Z or an offset')
     .option(
       '--until <when>',
       'up to this instant (inclusive), written as for --since: with it, a closed window (a date alone is its midnight UTC)',
