@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { AuditEventsDropped, AuditEventsLost } from '../audit/pipeline.ts';
 import { readOwnerOnlyFile } from '../config/owner-only-file.ts';
@@ -40,8 +40,31 @@ export function ensureDataDir(dataDir: string): string | undefined {
     checkDataDir(dataDir);
     return undefined;
   }
-  // mkdirSync reports the first directory it made: what a caller undoing its work may remove.
-  return mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  return makeDirectories(dataDir);
+}
+
+/**
+ * `mkdir -p`, one directory at a time, each owner-only; returns the first directory it made (what
+ * a caller undoing its work may remove). Not `mkdirSync(…, { recursive: true })`: where mkdir
+ * answers ENOENT under a parent that exists (/proc) it loops at full CPU for ever. One made by
+ * another process meanwhile is taken as there.
+ */
+function makeDirectories(dir: string): string | undefined {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !existsSync(d); d = dirname(d)) {
+    missing.unshift(d);
+    if (dirname(d) === d) break;
+  }
+  let first: string | undefined;
+  for (const d of missing) {
+    try {
+      mkdirSync(d, { mode: 0o700 });
+      first ??= d;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(d).isDirectory()) throw e;
+    }
+  }
+  return first;
 }
 
 /**

@@ -453,3 +453,25 @@ syncBuiltinESMExports();`)}`;
     }
   });
 });
+
+describe('tessera init --data-dir where no directory can be made', () => {
+  it('attack: under /proc (mkdir answers ENOENT under a parent that exists): one line and exit 1, not a loop at full CPU for ever', {
+    skip: !existsSync('/proc/self') && 'no /proc here',
+  }, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-init-proc-'));
+    try {
+      const r = spawnSync(process.execPath, [MAIN, 'init', '--data-dir', '/proc/tessera-data'], {
+        cwd: dir,
+        encoding: 'utf8',
+        timeout: 20_000,
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+      assert.equal(r.signal, null, 'init did not end');
+      assert.equal(r.status, 1, r.stdout);
+      assert.equal(r.stderr, 'tessera: cannot write /proc/tessera-data (ENOENT); init undid its changes\n');
+      assert.deepEqual(readdirSync(dir), [], 'the tessera.yaml it wrote was removed');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
