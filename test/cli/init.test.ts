@@ -475,3 +475,34 @@ describe('tessera init --data-dir where no directory can be made', () => {
     }
   });
 });
+
+describe('tessera init after a run killed mid-write', () => {
+  it('attack: removes the temporary files (secrets in some) a killed run left, named by its process id, and leaves a running process’s alone', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-init-stale-'));
+    try {
+      // The id of a process that has ended: a run killed mid-write.
+      const dead = spawnSync(process.execPath, ['-e', '0']).pid as number;
+      const data = join(dir, '.tessera');
+      mkdirSync(data, { mode: 0o700 });
+      const stale = [
+        join(dir, `tessera.yaml.${dead}.tmp`),
+        join(data, `${SECRETS_ENV_FILE}.${dead}.tmp`),
+        join(data, `${DEMO_SECRET_FILE}.${dead}.tmp`),
+      ];
+      for (const f of stale) writeFileSync(f, 'GATEWAY_TOKEN=tgw_left-behind-by-a-killed-run\n', { mode: 0o600 });
+      // Another init writing at this moment (this test's process stands for it).
+      const live = join(data, `${SECRETS_ENV_FILE}.${process.pid}.tmp`);
+      writeFileSync(live, 'in progress', { mode: 0o600 });
+      const r = spawnSync(process.execPath, [MAIN, 'init'], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+      assert.equal(r.status, 0, r.stderr);
+      for (const f of stale) assert.equal(existsSync(f), false, `${f} was left`);
+      assert.equal(existsSync(live), true, 'a running process’s temporary file was removed');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/signing-algorithms.ts';
+import { removeStaleTemps, tempFileFor } from '../../config/stale-temps.ts';
 import { resolveStore, resolveTokenService } from '../../config/token-service-schema.ts';
 import { ConfigError } from '../../core/errors.ts';
 import {
@@ -106,7 +107,8 @@ const CONFIG_MODE = 0o644;
  * crash nor an existing file's wider mode leaves the secret half-written or readable by others.
  */
 function writeOwnerOnly(file: string, text: string | Uint8Array, mode = 0o600): void {
-  const tmp = `${file}.${process.pid}.tmp`;
+  removeStaleTemps(file);
+  const tmp = tempFileFor(file);
   rmSync(tmp, { force: true });
   try {
     writeFileSync(tmp, text, { mode, flag: 'wx' });
@@ -339,7 +341,8 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
     // Written whole to a new file, then linked into place: link() fails if the name exists
     // (another run wrote it: not ours), and a crash mid-write leaves no truncated tessera.yaml
     // that later runs would refuse.
-    const tmp = `${path}.${process.pid}.tmp`;
+    removeStaleTemps(path);
+    const tmp = tempFileFor(path);
     rmSync(tmp, { force: true });
     try {
       // Never writable by others whatever the umask (000 would make it 0666): the file decides which
