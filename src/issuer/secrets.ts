@@ -80,7 +80,10 @@ export function parseMasterKey(text: string): MasterKey {
   if (/^[0-9a-fA-F]{64}$/.test(t)) bytes = Buffer.from(t, 'hex');
   else if (/^[A-Za-z0-9_-]{43}$/.test(t)) bytes = Buffer.from(t, 'base64url');
   if (bytes?.length !== 32) {
-    throw new MasterKeyError('master_key_malformed', 'the master key must be 32 random bytes written as 64 hex or 43 base64url characters');
+    throw new MasterKeyError(
+      'master_key_malformed',
+      'the master key must be 32 random bytes written as 64 hex or 43 base64url characters; generate one with `openssl rand -hex 32`',
+    );
   }
   return { key: createSecretKey(bytes) };
 }

@@ -204,7 +204,11 @@ describe('malformed master keys', () => {
         assert.throws(
           () => loadMasterKey(dir, { env: { TESSERA_MASTER_KEY: value } }),
           (e: unknown) =>
-            e instanceof MasterKeyError && e.code === 'master_key_malformed' && (value.trim() === '' || !e.message.includes(value.trim())),
+            e instanceof MasterKeyError &&
+            e.code === 'master_key_malformed' &&
+            (value.trim() === '' || !e.message.includes(value.trim())) &&
+            // What to write instead, not only what is wrong.
+            e.message.includes('generate one with `openssl rand -hex 32`'),
           JSON.stringify(value),
         );
       }
