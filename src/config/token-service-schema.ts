@@ -7,8 +7,8 @@
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
 import { type ConfigIssue, quoted } from '../core/errors.ts';
+import { peerList } from '../core/peers.ts';
 import { isWildcard } from '../core/scopes.ts';
-import { peerList } from '../gateway/peers.ts';
 import { always, type Trusted, trusted } from './cross-check.ts';
 import { DAY, DECADE, YEAR } from './duration.ts';
 import { SIGNING_ALGORITHMS } from './signing-algorithms.ts';

@@ -11,10 +11,10 @@ import type { TesseraConfig } from '../config/schema.ts';
 import { resolveTokenService } from '../config/token-service-schema.ts';
 import { parsedRules } from '../config/verifier-schema.ts';
 import { type ConfigIssue, quoted } from '../core/errors.ts';
+import { peerList } from '../core/peers.ts';
 import { compilePolicy } from '../core/policy.ts';
 import type { ScopeModel } from '../core/scopes.ts';
 import { publicBaseOf, resourceOf } from './mcp/metadata.ts';
-import { peerList } from './peers.ts';
 import { compileMatcher } from './routes.ts';
 
 /**

@@ -18,6 +18,7 @@ import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-
 import type { TesseraConfig } from '../config/schema.ts';
 import type { VerifierConfig } from '../config/verifier-schema.ts';
 import { ConfigError, type ConfigIssue, type TesseraError } from '../core/errors.ts';
+import { catchAllWarnings, peerList } from '../core/peers.ts';
 import { compilePolicy, type Policy } from '../core/policy.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
 import { TokenBucketLimiter } from '../core/ratelimit.ts';
@@ -31,7 +32,6 @@ import { gatewayChecks, gatewayRunChecks } from './check.ts';
 import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
 import { type McpAdvertisement, metadataPathOf, publicBaseOf } from './mcp/metadata.ts';
 import { sessionKeyFromSecret } from './mcp/sessions.ts';
-import { catchAllWarnings, peerList } from './peers.ts';
 import type { AuthenticatorId } from './pipeline/authn/authenticator.ts';
 import { type AuthenticationStage, authenticationStage, createAuthenticator, type VerifiersByKind } from './pipeline/authn/registry.ts';
 import { allowAuthorizer } from './pipeline/authz/authorizer-allow.ts';

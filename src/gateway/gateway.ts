@@ -25,6 +25,7 @@ import type { TesseraConfig } from '../config/schema.ts';
 import { MAX_CLOCK_SKEW, MAX_DPOP_IAT_WINDOW } from '../config/verifier-schema.ts';
 import { ConfigError, type ErrorCode, TesseraError } from '../core/errors.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
+import { peerAllowed, plainAddress } from '../core/peers.ts';
 import type { Clock, ReplayCache, UpstreamTokenIssuer } from '../core/ports.ts';
 import { recordableName } from '../core/secret-shape.ts';
 import { withResourceMetadata, withScope } from '../core/verify/challenge.ts';
@@ -61,7 +62,6 @@ import {
 import type { GatewayContext } from './context.ts';
 import { auditEventOf, Exchange } from './exchange.ts';
 import { handleForwardAuth } from './forward-auth-handler.ts';
-import { plainAddress } from './http/headers.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { requestId } from './http/trace.ts';
 import { readBody, TOO_LARGE } from './mcp/body.ts';
@@ -87,7 +87,6 @@ import { MAX_TASK_ID, namesTask, type RecordTasks, recordedOwner, TaskCreateForw
 import { TOOLS_LIST_ERROR_MESSAGE, ToolsListInvalid } from './mcp/tools-list.ts';
 import { GatewayMetrics, NO_ROUTE, type ParserRefusal } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
-import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, nginxStatus, renderDeny } from './pipeline/errors/error-handler.ts';
 import { ExchangeAnswerRefused, ExchangeMintsBusy, ExchangeMintTimeout, takeOverExchange } from './pipeline/mutate/mutator-exchange.ts';

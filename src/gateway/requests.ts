@@ -5,16 +5,16 @@
  * @module
  */
 import type { IncomingMessage } from 'node:http';
-import { isIP, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { lastForwardedEntry, localOrigin, validHost } from '../core/host.ts';
+import { forwardedClient, peerAllowed, plainAddress } from '../core/peers.ts';
 import { type HeaderBag, queryAccessTokens } from '../core/verify/extract.ts';
 import { AGENT_CARD_PATHS } from './a2a/card.ts';
 import type { CompiledRoute, GatewayState } from './compile.ts';
 import type { Exchange } from './exchange.ts';
-import { plainAddress, upstreamRequestHeaders } from './http/headers.ts';
+import { upstreamRequestHeaders } from './http/headers.ts';
 import { traceContext } from './http/trace.ts';
 import { METADATA_PATH } from './mcp/metadata.ts';
-import { peerAllowed } from './peers.ts';
 import type { Decision } from './pipeline/run.ts';
 import { asciiFoldedPath, hostMatches, hostOf } from './routes.ts';
 
@@ -230,19 +230,7 @@ export function allowlistClientOf(s: GatewayState, req: IncomingMessage): string
 
 function walkForwarded(s: GatewayState, req: IncomingMessage): { client: string; known: boolean } {
   const p = peerOf(s, req.socket);
-  const peer = p.address;
-  if (!p.trustedProxy) return { client: peer, known: true };
-  const xff = req.headers['x-forwarded-for'];
-  if (xff === undefined) return { client: peer, known: true };
-  const hops = (Array.isArray(xff) ? xff.join(',') : xff).split(',');
-  let client = peer;
-  for (let i = hops.length - 1; i >= 0; i--) {
-    const hop = plainAddress((hops[i] as string).trim());
-    if (isIP(hop) === 0) return { client, known: false };
-    client = hop;
-    if (!peerAllowed(s.trustedProxies, hop)) return { client: hop, known: true };
-  }
-  return { client, known: true };
+  return forwardedClient(s.trustedProxies, p.address, p.trustedProxy, req.headers['x-forwarded-for']);
 }
 
 /**

@@ -16,7 +16,7 @@
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { ConfigIssue } from '../core/errors.ts';
 import { validIdentity } from '../core/identity.ts';
-import { peerAllowed, peerList } from '../gateway/peers.ts';
+import { peerAllowed, peerList } from '../core/peers.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import type { Authentication, Authenticator, PersonRequest } from './authenticator.ts';
 

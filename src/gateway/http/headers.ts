@@ -15,6 +15,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { lastForwardedEntry } from '../../core/host.ts';
+import { plainAddress } from '../../core/peers.ts';
 import { LOGIN_COOKIE_NAMES } from '../../server/authenticator.ts';
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus the non-standard ones proxies also drop. */
@@ -216,11 +217,6 @@ export function filterCookies(value: string, names: ReadonlySet<string>): string
 
 function isIPv6(address: string): boolean {
   return address.indexOf(':') >= 0;
-}
-
-/** Strip an IPv4-mapped IPv6 prefix (`::ffff:1.2.3.4` → `1.2.3.4`). */
-export function plainAddress(address: string): string {
-  return address.startsWith('::ffff:') && address.indexOf('.') > 0 ? address.slice(7) : address;
 }
 
 function isToken(value: string): boolean {

@@ -1,6 +1,7 @@
 /**
- * Peer allowlists (`gateway.trust_proxy`, `forward_auth.allowed_peers`,
- * `operations.metrics_allowed_peers`): addresses and CIDRs, parsed once into a BlockList.
+ * Peer allowlists (`gateway.trust_proxy`, `token_service.trust_proxy`, `forward_auth.allowed_peers`,
+ * `operations.metrics_allowed_peers`, `trusted_header.allowed_peers`): addresses and CIDRs, parsed
+ * once into a BlockList; and the client's address behind trusted proxies ({@link forwardedClient}).
  *
  * @module
  */
@@ -61,9 +62,41 @@ function holdsMappedIpv4(addr: string, bits: number): boolean {
   return one.check('::ffff:0:0', 'ipv6');
 }
 
+/** Strip an IPv4-mapped IPv6 prefix (`::ffff:1.2.3.4` → `1.2.3.4`). */
+export function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.indexOf('.') > 0 ? address.slice(7) : address;
+}
+
 /** True when `address` (as Node reports it) is in the allowlist. */
 export function peerAllowed(list: BlockList, address: string | undefined): boolean {
   if (address === undefined) return false;
-  const plain = address.startsWith('::ffff:') && address.indexOf('.') > 0 ? address.slice(7) : address;
+  const plain = plainAddress(address);
   return list.check(plain, isIP(plain) === 6 ? 'ipv6' : 'ipv4');
+}
+
+/**
+ * The client's address behind the proxies in `trusted` (`gateway.trust_proxy`,
+ * `token_service.trust_proxy`): the peer's own (`peer`, IPv4-mapped shown as IPv4) unless it is a
+ * trusted proxy (`peerTrusted`); from one, X-Forwarded-For walked from the right past trusted hops,
+ * the first hop not trusted being the client (every hop trusted: the leftmost). Entries left of it
+ * are the client's own to write and never read. `known` is false when a trusted hop named the next
+ * in a form that is no address (`203.0.113.9:4711`, `unknown`): `client` is then the last trusted
+ * hop, a proxy's own address, which must not pass an allowlist for a caller it does not know.
+ */
+export function forwardedClient(
+  trusted: BlockList,
+  peer: string,
+  peerTrusted: boolean,
+  xff: string | readonly string[] | undefined,
+): { client: string; known: boolean } {
+  if (!peerTrusted || xff === undefined) return { client: peer, known: true };
+  const hops = (typeof xff === 'string' ? xff : xff.join(',')).split(',');
+  let client = peer;
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = plainAddress((hops[i] as string).trim());
+    if (isIP(hop) === 0) return { client, known: false };
+    client = hop;
+    if (!peerAllowed(trusted, hop)) return { client: hop, known: true };
+  }
+  return { client, known: true };
 }
