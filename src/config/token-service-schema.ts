@@ -163,14 +163,14 @@ const oidcSchema = z
       .strictObject({
         enabled: z.boolean().default(false).meta({
           description:
-            'Limit login callbacks per connecting address. Default: off, because the token service has no trusted-proxy setting: behind a reverse proxy every person is the proxy’s address, and anyone sending a callback every few seconds (beginning a login is free) would keep everyone from signing in. Turn it on (`true`) where the token service sees its users’ own addresses.',
+            'Limit login callbacks per client address. Default: off: behind a reverse proxy not listed in `token_service.trust_proxy` every person is the proxy’s address, and anyone sending a callback every few seconds (beginning a login is free) would keep everyone from signing in. Turn it on (`true`) with `token_service.trust_proxy` behind a proxy, or where the token service sees its users’ own addresses.',
         }),
         ...bucketFields({ one: 'login callback', many: 'Login callbacks', per: 'address', rate: 0.2, burst: 20 }),
       })
       .prefault({})
       .meta({
         description:
-          'Token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s, as the registration, token and revocation buckets count it) at the login callback, spent by each callback whose login state verifies, before that state is spent in the store and its token request sent to the provider (a callback with no state cookie, a forged or another login’s state, spends nothing, and costs no more than a MAC). Over it, the login-failure page, 429 with Retry-After, audited `login_rate_limited`, nothing stored or sent upstream, its login state kept so that reloading it after Retry-After finishes the login. A person’s login is one callback: the default, 20 at once and one every 5 s after that (12 a minute), lets an office sign in together behind one NAT address, keeps one address from holding all `max_token_requests_in_flight` (32) slots, and bounds the token requests it can make the server send the provider. Behind a reverse proxy every person shares its address: leave it off there and rate-limit at the proxy. Beginning a login keeps nothing at the server (its state is the sealed cookie) and is not limited. Buckets of the 10000 most recent addresses are kept, per process.',
+          'Token bucket per client address (an IPv6 address by its /64; behind a proxy: the client’s as `token_service.trust_proxy` reads it, else the proxy’s, as the registration, token and revocation buckets count it) at the login callback, spent by each callback whose login state verifies, before that state is spent in the store and its token request sent to the provider (a callback with no state cookie, a forged or another login’s state, spends nothing, and costs no more than a MAC). Over it, the login-failure page, 429 with Retry-After, audited `login_rate_limited`, nothing stored or sent upstream, its login state kept so that reloading it after Retry-After finishes the login. A person’s login is one callback: the default, 20 at once and one every 5 s after that (12 a minute), lets an office sign in together behind one NAT address, keeps one address from holding all `max_token_requests_in_flight` (32) slots, and bounds the token requests it can make the server send the provider. Behind a reverse proxy not in `token_service.trust_proxy` every person shares its address: list the proxy there before turning it on. Beginning a login keeps nothing at the server (its state is the sealed cookie) and is not limited. Buckets of the 10000 most recent addresses are kept, per process.',
       }),
   })
   .meta({
@@ -269,7 +269,7 @@ const registrationSchema = z
       .prefault({})
       .meta({
         description:
-          "Token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy's), checked before anything else; over it, 429 with Retry-After.",
+          'Token bucket per client address (an IPv6 address by its /64; behind a proxy: the client’s as `token_service.trust_proxy` reads it, else the proxy’s), checked before anything else; over it, 429 with Retry-After.',
       }),
   })
   .superRefine((v, ctx) => {
@@ -417,7 +417,7 @@ export const tokenServiceSchema = z
       .prefault({})
       .meta({
         description:
-          'Token bucket per authenticated client at the RFC 7009 revocation endpoint (a public client’s per client and connecting address, an IPv6 /64: anyone may name it), spent after client authentication (a request that fails it spends nothing) and before a private_key_jwt assertion’s `jti` is recorded (refused, the client may send the same assertion again; a replayed one gives its token back); over it, 429 `revocation_rate_limited` with Retry-After, nothing revoked. Each access token revoked there is a revocation-log entry every instance keeps in memory until the token expires. The admin API and `tessera revoke` are not limited. Buckets of the 10000 most recent clients are kept.',
+          'Token bucket per authenticated client at the RFC 7009 revocation endpoint (a public client’s per client and client address (through `trust_proxy`), an IPv6 /64: anyone may name it), spent after client authentication (a request that fails it spends nothing) and before a private_key_jwt assertion’s `jti` is recorded (refused, the client may send the same assertion again; a replayed one gives its token back); over it, 429 `revocation_rate_limited` with Retry-After, nothing revoked. Each access token revoked there is a revocation-log entry every instance keeps in memory until the token expires. The admin API and `tessera revoke` are not limited. Buckets of the 10000 most recent clients are kept.',
       }),
     introspection_rate_limit: z
       .strictObject({
@@ -431,18 +431,30 @@ export const tokenServiceSchema = z
         description:
           'Token bucket per authenticated client at the RFC 7662 introspection endpoint (public clients may not introspect), spent after client authentication (a request that fails it spends nothing of it, but spends its address’s `auth_failure_limit`) and before a private_key_jwt assertion’s `jti` is recorded; over it, 429 `introspection_rate_limited` with Retry-After, nothing looked up. Each introspection reads the store and writes a `token.introspected` audit event. A refusal is audited (`introspection.denied`) once per throttled window of its client, the window being the Retry-After it was told; the next one audited says how many were not (`refusals_not_audited`). A gateway introspects each distinct token once per `cache_max_ttl` and every inactive one each time: size `rate` to the busiest resource server. Buckets of the 10000 most recent clients are kept, per process.',
       }),
+    trust_proxy: z
+      .array(z.string().min(1), {
+        error: (i) =>
+          typeof i.input === 'boolean'
+            ? 'write the addresses or CIDRs of the proxies in front of the token service, e.g. trust_proxy: ["10.0.0.0/8", "127.0.0.1/32"] ([] trusts none)'
+            : 'write a list of addresses or CIDRs, e.g. ["10.0.0.0/8", "127.0.0.1/32"]',
+      })
+      .optional()
+      .meta({
+        description:
+          'Proxies in front of the token service (addresses or CIDRs), as `gateway.trust_proxy` reads them: from a peer listed here, X-Forwarded-For is walked from the right past the listed hops to find the client, whose address (an IPv6 address by its /64) keys the per-address buckets (`auth_failure_limit`, `authorization.oidc.callback_rate_limit`, `registration.rate_limit`, a public client’s token and revocation buckets) and is the audit events’ `remote_addr`; from any other peer X-Forwarded-For is ignored. Unset: under `tessera serve` with a `gateway` section, the gateway’s `trust_proxy` (the two share one listener, so the same proxies are in front of both; it reloads with it), else none. `[]` trusts none.',
+      }),
     auth_failure_limit: z
       .strictObject({
         enabled: z.boolean().default(false).meta({
           description:
-            'Limit failed client authentications per address. Default: off, because the token service has no trusted-proxy setting: behind a reverse proxy or load balancer every client is the proxy’s address, and one that keeps failing would get every client refused at all three endpoints. Turn it on (`true`) where the token service sees its clients’ own addresses.',
+            'Limit failed client authentications per address. Default: off: behind a reverse proxy or load balancer not listed in `trust_proxy` every client is the proxy’s address, and one that keeps failing would get every client refused at all three endpoints. Turn it on (`true`) with `trust_proxy` behind a proxy, or where the token service sees its clients’ own addresses.',
         }),
         ...bucketFields({ one: 'failed authentication', many: 'Failed client authentications', per: 'address', rate: 1, burst: 20 }),
       })
       .prefault({})
       .meta({
         description:
-          'One token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s) shared by the token, revocation and introspection endpoints, of the requests refused before a client authenticated: a failed client authentication (wrong or unknown secret, bad or replayed assertion, no credentials) or a malformed request. An address whose bucket is empty is refused 429 `client_auth_failure_rate_limited` with Retry-After at any of the three before its credentials are checked, the right ones too (a guess that happens to be right is not told apart), until a failure is regained; a request that authenticates (a public client naming itself included) gives back the token it held, so an address that does not fail spends nothing. A refusal is audited (`token.denied`, `revocation.denied`, `introspection.denied`) once per throttled window of the endpoint and address, the next one audited saying how many were not (`refusals_not_audited`). Behind a reverse proxy every client shares the proxy’s bucket: one that keeps failing (a rotated secret still in use) gets them all refused until it stops; there, leave it off and limit at the proxy. Buckets of the 10000 most recent addresses are kept, per process.',
+          'One token bucket per client address (an IPv6 address by its /64; behind a proxy: the client’s as `trust_proxy` reads it, else the proxy’s) shared by the token, revocation and introspection endpoints, of the requests refused before a client authenticated: a failed client authentication (wrong or unknown secret, bad or replayed assertion, no credentials) or a malformed request. An address whose bucket is empty is refused 429 `client_auth_failure_rate_limited` with Retry-After at any of the three before its credentials are checked, the right ones too (a guess that happens to be right is not told apart), until a failure is regained; a request that authenticates (a public client naming itself included) gives back the token it held, so an address that does not fail spends nothing. A refusal is audited (`token.denied`, `revocation.denied`, `introspection.denied`) once per throttled window of the endpoint and address, the next one audited saying how many were not (`refusals_not_audited`). Behind a reverse proxy not in `trust_proxy` every client shares the proxy’s bucket: one that keeps failing (a rotated secret still in use) gets them all refused until it stops; there, list the proxy in `trust_proxy` before turning it on. Buckets of the 10000 most recent addresses are kept, per process.',
       }),
     token_rate_limit: z
       .strictObject({
@@ -455,7 +467,7 @@ export const tokenServiceSchema = z
       .prefault({})
       .meta({
         description:
-          'Token bucket per authenticated client at the token endpoint (every grant type; a public client’s per client and connecting address, since anyone may name it), spent after client authentication (a request that fails it spends nothing), before a private_key_jwt assertion’s `jti` (refused, the client may send the same assertion again; a replayed one gives its token back) or a DPoP proof is recorded, a grant looked up or anything signed or written; over it, 429 `token_rate_limited` with Retry-After, no token. Default: off, since one client may rightly ask for thousands of tokens a second (a gateway exchanging tokens per user; the issuer benchmark drives about 12,000 a second from one client): size `rate` to what the busiest client needs. Buckets of the 10000 most recent clients are kept, per process.',
+          'Token bucket per authenticated client at the token endpoint (every grant type; a public client’s per client and client address (through `trust_proxy`), since anyone may name it), spent after client authentication (a request that fails it spends nothing), before a private_key_jwt assertion’s `jti` (refused, the client may send the same assertion again; a replayed one gives its token back) or a DPoP proof is recorded, a grant looked up or anything signed or written; over it, 429 `token_rate_limited` with Retry-After, no token. Default: off, since one client may rightly ask for thousands of tokens a second (a gateway exchanging tokens per user; the issuer benchmark drives about 12,000 a second from one client): size `rate` to what the busiest client needs. Buckets of the 10000 most recent clients are kept, per process.',
       }),
     cors: corsSchema,
     sync_interval: duration(
@@ -474,6 +486,14 @@ export const tokenServiceSchema = z
   })
   .superRefine((v, ctx) => {
     const ok = trusted(ctx.issues);
+    if (ok('trust_proxy') && v.trust_proxy !== undefined) {
+      const issues: ConfigIssue[] = [];
+      peerList(v.trust_proxy, 'trust_proxy', issues);
+      for (const issue of issues) {
+        const index = Number(/\[(\d+)\]$/.exec(issue.path)?.[1] ?? 0);
+        ctx.addIssue({ code: 'custom', path: ['trust_proxy', index], message: issue.message });
+      }
+    }
     if (ok('keys', 'publish_ahead') && ok('keys', 'jwks_max_age') && v.keys.publish_ahead < v.keys.jwks_max_age) {
       ctx.addIssue({
         code: 'custom',

@@ -100,3 +100,17 @@ export function forwardedClient(
   }
   return { client, known: true };
 }
+
+/**
+ * The client's address behind the proxies in `trusted` ({@link forwardedClient}): the socket's
+ * address as Node reports it from any peer not listed (X-Forwarded-For ignored), else the client
+ * X-Forwarded-For names (IPv4-mapped shown as IPv4).
+ */
+export function clientAddress(
+  trusted: BlockList,
+  socketAddress: string | undefined,
+  xff: string | readonly string[] | undefined,
+): string | undefined {
+  if (socketAddress === undefined || xff === undefined || !peerAllowed(trusted, socketAddress)) return socketAddress;
+  return forwardedClient(trusted, plainAddress(socketAddress), true, xff).client;
+}

@@ -20,8 +20,13 @@ export const LOGIN_COOKIE_NAMES: readonly string[] = Object.values(LOGIN_COOKIES
 /** What an authenticator may read of the request. */
 export interface PersonRequest {
   readonly headers: IncomingHttpHeaders;
-  /** The TCP peer's address, as Node reports it. */
+  /** The TCP peer's address, as Node reports it (what a peer allowlist such as `trusted_header.allowed_peers` checks). */
   readonly remoteAddress: string | undefined;
+  /**
+   * The client's address: behind a proxy in `token_service.trust_proxy`, the one X-Forwarded-For
+   * names; else {@link remoteAddress}. For per-address limits, never for trusting a peer.
+   */
+  readonly clientAddress?: string | undefined;
 }
 
 /** Why no person was recognised: a stable reason for the audit trail, never a header value. */

@@ -41,7 +41,14 @@ export interface AuthorizeHandlerOptions {
   readonly readForm: (req: IncomingMessage) => Promise<URLSearchParams | undefined>;
   /** Told of a failure a request was answered for (a store down, a bug), with its request id. */
   readonly onError?: ((error: unknown, requestId: string) => void) | undefined;
+  /**
+   * The client's address, for the audit events' `remote_addr` and the per-address buckets
+   * (`token_service.trust_proxy`: read through the proxies listed there). Default: the socket's.
+   */
+  readonly clientAddress?: ((req: IncomingMessage) => string | undefined) | undefined;
 }
+
+const socketAddress = (req: IncomingMessage): string | undefined => req.socket.remoteAddress;
 
 /** How far a request got: what an answer to a failure part-way may use. */
 interface Progress {
@@ -218,6 +225,7 @@ export function createAuthorizeHandler(
   // at least the clock skew between instances, since the callback may be served by one and the
   // request by another.
   const returnWindow = service.config.authorization.oidc?.return_window ?? LOGIN_RETURN_WINDOW_DEFAULT;
+  const clientOf = options.clientAddress ?? socketAddress;
 
   /**
    * A failure part-way (the store down or past its bound, a bug), audited with the reason the other
@@ -276,14 +284,14 @@ export function createAuthorizeHandler(
       await handle(req, res, requestId, progress);
     } catch (e) {
       if (progress.unread || res.headersSent) throw e;
-      failed(res, requestId, req.socket.remoteAddress, progress, e);
+      failed(res, requestId, clientOf(req), progress, e);
     } finally {
       progress.slots?.release();
     }
   };
 
   async function handle(req: IncomingMessage, res: ServerResponse, requestId: string, progress: Progress): Promise<void> {
-    const remoteAddr = req.socket.remoteAddress;
+    const remoteAddr = clientOf(req);
     // audit.on_queue_full: refuse: admitted with its events' slots reserved, or, the audit queue
     // full, refused (503 page), not audited: no page, no code and no remembered approval that
     // could not be audited (authorization.approved). A consent form is admitted once its body is
@@ -394,7 +402,11 @@ export function createAuthorizeHandler(
     // Before the person is checked: a consent this request remembers is dated then, so a subject
     // revocation landing after this check voids it (remembered-consent.ts).
     const checkedAt = service.now();
-    let person = await options.authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
+    let person = await options.authenticator.authenticate({
+      headers: req.headers,
+      remoteAddress: req.socket.remoteAddress,
+      clientAddress: remoteAddr,
+    });
     let sessionOf: string | undefined;
     // `tessera revoke --subject` revokes what the person holds, and a login session is held: one
     // that began before the revocation approves nothing more (the person signs in again).
@@ -632,8 +644,9 @@ function admitted(service: TokenService, events: number): AuditSlots | undefined
 export function createLoginCallbackHandler(
   service: TokenService,
   login: InteractiveLogin,
-  options: Pick<AuthorizeHandlerOptions, 'onError'> = {},
+  options: Pick<AuthorizeHandlerOptions, 'onError' | 'clientAddress'> = {},
 ): (req: IncomingMessage, res: ServerResponse, requestId: string) => Promise<void> {
+  const clientOf = options.clientAddress ?? socketAddress;
   return async (req, res, requestId) => {
     if (req.method !== 'GET') {
       res.writeHead(405, { allow: 'GET', ...NO_STORE, 'x-request-id': requestId });
@@ -644,13 +657,14 @@ export function createLoginCallbackHandler(
     // Before finish, which spends the login state: the browser can retry the same callback.
     const auditSlots = admitted(service, AUDIT_EVENTS.loginCallback);
     if (auditSlots === false) return page(res, new OAuthError('audit_unavailable'), requestId);
-    const remoteAddr = req.socket.remoteAddress;
+    const remoteAddr = clientOf(req);
     try {
       const url = req.url ?? '';
       const q = url.indexOf('?');
       const outcome = await login.finish(new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), {
         headers: req.headers,
-        remoteAddress: remoteAddr,
+        remoteAddress: req.socket.remoteAddress,
+        clientAddress: remoteAddr,
       });
       if (!outcome.ok) {
         service.auditAuthorizationDenied(
@@ -696,9 +710,10 @@ export function createLogoutHandler(
   service: TokenService,
   authenticator: Authenticator,
   login: InteractiveLogin,
-  options: Pick<AuthorizeHandlerOptions, 'onError'> = {},
+  options: Pick<AuthorizeHandlerOptions, 'onError' | 'clientAddress'> = {},
 ): (req: IncomingMessage, res: ServerResponse, requestId: string) => Promise<void> {
   const issuerOrigin = new URL(service.issuer).origin;
+  const clientOf = options.clientAddress ?? socketAddress;
   const show = (res: ServerResponse, status: number, body: string, nonce: string, requestId: string, cookies: readonly string[] = []) => {
     res.writeHead(status, {
       ...pageHeaders(nonce, [issuerOrigin]),
@@ -724,11 +739,15 @@ export function createLogoutHandler(
     if (crossSitePost(req, issuerOrigin)) {
       return page(res, new OAuthError('authorize_consent_invalid'), requestId);
     }
-    const remoteAddr = req.socket.remoteAddress;
+    const remoteAddr = clientOf(req);
     const facts = { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) };
     let subject: string | undefined;
     try {
-      const person = await authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
+      const person = await authenticator.authenticate({
+        headers: req.headers,
+        remoteAddress: req.socket.remoteAddress,
+        clientAddress: remoteAddr,
+      });
       if (person.ok) {
         subject = person.subject;
         // Ended in the store, not only in this browser: a copy of the cookie signs no one in afterwards.

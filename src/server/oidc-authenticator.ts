@@ -402,7 +402,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       if (tokenRequests >= maxTokenRequests) return { ok: false, reason: 'login_upstream_busy', cookies: [] };
       // Before the state is spent too, and kept: reloaded after Retry-After, the callback finishes.
       // A state that does not verify (above) spends nothing: it stores nothing and sends nothing.
-      const wait = callbacks?.take(addressKey(request.remoteAddress)) ?? 0;
+      const wait = callbacks?.take(addressKey(request.clientAddress ?? request.remoteAddress)) ?? 0;
       if (wait > 0) return { ok: false, reason: 'login_rate_limited', retryAfter: wait, cookies: [] };
       tokenRequests++;
       let tokenResponse: { status: number; body: unknown; fault: StrictJsonFault | undefined };

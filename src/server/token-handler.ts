@@ -12,11 +12,12 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { BlockList } from 'node:net';
 import { uuidv7 } from '../audit/id.ts';
 import { declaredCharsetIsUtf8, parseUtf8Form } from '../core/form.ts';
 import { strictJsonFault } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
-import { catchAllWarnings } from '../core/peers.ts';
+import { catchAllWarnings, clientAddress, peerList } from '../core/peers.ts';
 import { inboundRequestId } from '../core/request-id.ts';
 import type { AuditFacts, OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
@@ -68,6 +69,12 @@ export interface TokenServiceHandlerOptions {
   readonly onConfigWarning?: (message: string) => void;
   /** `fetch` for the upstream OIDC provider (discovery and token requests). */
   readonly fetch?: typeof fetch;
+  /**
+   * The proxies in front, read at each request, when `token_service.trust_proxy` is unset:
+   * `tessera serve` gives the gateway's `trust_proxy` (one listener, the same proxies; reloaded
+   * with it). Default: none. `token_service.trust_proxy`, when set, is used instead.
+   */
+  readonly trustedProxies?: () => BlockList;
 }
 
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
@@ -289,6 +296,19 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     authorization: path(e.authorization),
     registration: path(e.registration),
   };
+  // The client's address (through `token_service.trust_proxy`) for the per-address buckets and the
+  // audit events' remote_addr. The socket's from every peer not listed: its X-Forwarded-For is ignored.
+  const ownProxies = service.config.trust_proxy;
+  const ownList = ownProxies === undefined ? undefined : peerList(ownProxies, 'token_service.trust_proxy', []);
+  const proxies = ownList !== undefined ? (ownProxies?.length === 0 ? undefined : () => ownList) : options.trustedProxies;
+  const clientOf = (req: IncomingMessage): string | undefined =>
+    proxies === undefined ? req.socket.remoteAddress : clientAddress(proxies(), req.socket.remoteAddress, req.headers['x-forwarded-for']);
+  for (const w of catchAllWarnings(
+    ownProxies ?? [],
+    'token_service.trust_proxy',
+    "every caller is trusted as a proxy, so anyone's X-Forwarded-For is believed (the client address that keys the per-address limits and is audited as remote_addr); list the addresses of the proxies in front instead",
+  ))
+    (options.onConfigWarning ?? options.onWarning)?.(w);
   const az = service.config.authorization;
   if (options.authenticator === undefined && az.enabled && az.trusted_header !== undefined) {
     // Accepted (a deliberate choice somewhere), but said at start, as the gateway's peer lists are.
@@ -318,14 +338,21 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const authorize =
     authenticator === undefined
       ? undefined
-      : createAuthorizeHandler(service, { authenticator, readForm: (req) => readForm(req, limit), onError: options.onError });
+      : createAuthorizeHandler(service, {
+          authenticator,
+          readForm: (req) => readForm(req, limit),
+          onError: options.onError,
+          clientAddress: clientOf,
+        });
   const loginCallback =
-    authenticator?.login === undefined ? undefined : createLoginCallbackHandler(service, authenticator.login, { onError: options.onError });
+    authenticator?.login === undefined
+      ? undefined
+      : createLoginCallbackHandler(service, authenticator.login, { onError: options.onError, clientAddress: clientOf });
   const loginCallbackPath = authenticator?.login === undefined ? undefined : path(authenticator.login.callbackUrl);
   const logout =
     authenticator?.login === undefined
       ? undefined
-      : createLogoutHandler(service, authenticator, authenticator.login, { onError: options.onError });
+      : createLogoutHandler(service, authenticator, authenticator.login, { onError: options.onError, clientAddress: clientOf });
   const logoutPath = authenticator?.login === undefined ? undefined : path(authenticator.login.logoutUrl);
   const metadataBody = JSON.stringify(service.metadata());
   const tokenNonce = () => service.dpopNonce();
@@ -484,7 +511,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
         ...authorizationFault(req),
         endpointUrl,
         requestId,
-        remoteAddr: req.socket.remoteAddress,
+        remoteAddr: clientOf(req),
         ...(typeof dpop === 'string' ? { dpop } : {}),
         // Every endpoint that authenticates a client checks its own origins, introspection too
         // (which answers no browser, but is not to be made to act by another site's page either).
@@ -548,7 +575,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     try {
       const result = await service.registerDynamicClient(metadata, req.headers.authorization, {
         requestId,
-        remoteAddr: req.socket.remoteAddress,
+        remoteAddr: clientOf(req),
         ...authorizationFault(req),
         ...(requestFault !== undefined ? { requestFault } : {}),
         ...(bodyFault !== undefined ? { bodyFault } : {}),
@@ -572,7 +599,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     // RFC 7009 endpoint).
     const slots = action === 'revoke' ? undefined : service.admitAudited(AUDIT_EVENTS.admin);
     try {
-      await adminAdmitted(req, res, requestId, sub, action, { requestId, remoteAddr: req.socket.remoteAddress, auditSlots: slots });
+      await adminAdmitted(req, res, requestId, sub, action, { requestId, remoteAddr: clientOf(req), auditSlots: slots });
     } finally {
       slots?.release();
     }
@@ -735,7 +762,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
         work = (async () => {
           const auditSlots = service.admitAudited(AUDIT_EVENTS.authorizationFraming);
           try {
-            const remoteAddr = req.socket.remoteAddress;
+            const remoteAddr = clientOf(req);
             service.auditAuthorizationDenied('request_framing_invalid', {
               requestId,
               ...(remoteAddr !== undefined ? { remoteAddr } : {}),

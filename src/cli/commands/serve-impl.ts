@@ -12,6 +12,7 @@ import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { resolveStore, storeRequestTimeoutMs } from '../../config/token-service-schema.ts';
 import { ConfigError } from '../../core/errors.ts';
+import { peerList } from '../../core/peers.ts';
 import { createDpopNonces } from '../../core/verify/dpop.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
 import { defaultLogger, GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
@@ -72,7 +73,11 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   try {
     if (!ctx.service.keys.ready()) throw new CliError('no active signing key; run `tessera init` (or `tessera keys rotate --now`)');
     await ctx.service.start();
+    // token_service.trust_proxy unset under a gateway: the gateway's trust_proxy. Both are served on
+    // one listener, so the proxies in front of one are in front of the other; reloaded with it.
+    const inherited = { proxies: peerList(ctx.config.gateway?.trust_proxy ?? [], 'gateway.trust_proxy', []) };
     const handler = createTokenServiceHandler(ctx.service, {
+      ...(ctx.config.gateway !== undefined ? { trustedProxies: () => inherited.proxies } : {}),
       // Only the error's class: messages of unexpected errors are not trusted to be secret-free.
       onError: (error, requestId) =>
         logger.error(
@@ -85,7 +90,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     const host = options.host ?? ctx.config.server.host;
     const port = options.port ?? ctx.config.server.port;
     if (ctx.config.gateway !== undefined) {
-      return await withGateway(ctx, handler, { ...options, logger, host, port }).catch((e: unknown) => {
+      return await withGateway(ctx, handler, inherited, { ...options, logger, host, port }).catch((e: unknown) => {
         throw listenError(e, host, port, options.portAdvice);
       });
     }
@@ -241,6 +246,7 @@ async function refuseDpopBoundExchangeClient(service: ServiceContext['service'],
 async function withGateway(
   ctx: ServiceContext,
   handler: ReturnType<typeof createTokenServiceHandler>,
+  inherited: { proxies: ReturnType<typeof peerList> },
   options: StartOptions & { logger: Logger; host: string; port: number },
 ): Promise<RunningServer> {
   const { service, store, config } = ctx;
@@ -271,6 +277,8 @@ async function withGateway(
         prepared = undefined;
         service.useExternalIssuers(issuers.verifier, issuers.maxLifetime, issuers.issuers, issuers.exchangeClients);
         for (const w of issuers.warnings) say.configWarning(w);
+        // The token service's trust_proxy when it has none of its own (it does not reload itself).
+        inherited.proxies = peerList(next.gateway?.trust_proxy ?? [], 'gateway.trust_proxy', []);
         const stale = restartOnly(config, next);
         if (stale.length > 0) {
           served.gateway.logger.warn(
