@@ -159,11 +159,16 @@ describe('gateway: exchange cache and mint, red team (real token service)', () =
     store.createGrant = () => Promise.reject(new Error('connect ECONNREFUSED password=hunter2'));
     try {
       const seen = upstream.seen.length;
+      const logged = serve.log.length;
       const r = await call(await sign(key, claims({ iss: ISSUER, sub: 'ivy', aud: AUDIENCE, scope: 'api:read' })));
       assert.equal(r.status, 502);
       assert.equal(JSON.parse(r.body).error_description, 'The credential for the upstream service could not be obtained.');
       assert.doesNotMatch(r.body, /hunter2|ECONNREFUSED/);
       assert.equal(upstream.seen.length, seen);
+      // The failure is logged, by its stable code, never with the store's message.
+      const lines = serve.log.slice(logged).join('');
+      assert.match(lines, /upstream_credential/);
+      assert.doesNotMatch(lines, /hunter2|ECONNREFUSED/);
     } finally {
       store.createGrant = createGrant;
     }

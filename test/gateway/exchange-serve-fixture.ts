@@ -22,8 +22,10 @@ export interface ExchangeServe {
   /** The token service's URL (its issuer), the gateway's too. */
   readonly url: string;
   readonly upstream: Upstream;
-  /** Starts `tessera serve` on the fixture's config (its log: warnings and worse, discarded); again after a close. */
+  /** Starts `tessera serve` on the fixture's config (its log: warnings and worse, into {@link log}); again after a close. */
   start(): Promise<RunningServer>;
+  /** The lines the server has logged (warnings and worse), to look for what must never be logged. */
+  readonly log: string[];
   /** Stops the upstream, removes the temp dir and restores TESSERA_MASTER_KEY (close the server first). */
   close(): Promise<void>;
 }
@@ -74,10 +76,18 @@ ${(extra.scopes ?? []).map((s) => `  ${s}: {}\n`).join('')}gateway: ${JSON.strin
 `,
   );
   await initialize({ config });
+  const log: string[] = [];
+  const sink = new Writable({
+    write: (chunk, _encoding, done) => {
+      log.push(String(chunk));
+      done();
+    },
+  });
   return {
     url,
     upstream,
-    start: () => startServer({ config, logger: pino({ level: 'warn' }, new Writable({ write: (_chunk, _encoding, done) => done() })) }),
+    log,
+    start: () => startServer({ config, logger: pino({ level: 'warn' }, sink) }),
     close: async () => {
       await upstream.close();
       rmSync(dir, { recursive: true, force: true });
