@@ -92,6 +92,15 @@ function subjectIds(result: unknown, out: { tasks: string[]; contexts: string[] 
 /** The default of `a2a.max_answer_size`: the largest answer (a JSON body, one SSE event) read for its ids. */
 export const DEFAULT_MAX_ANSWER = 4 * 1024 * 1024;
 
+/** An answer's (or an event's) text as JSON, `undefined` when it is not JSON: it names nothing a client reads. */
+export function parsedAnswer(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * A held answer's text, decoded as lenient clients decode JSON bytes: a UTF-8 BOM skipped (fetch's
  * `json()`, Python's `json.loads`), UTF-16 and UTF-32 told from a BOM or the NULs of the first bytes

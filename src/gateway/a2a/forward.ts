@@ -11,7 +11,7 @@ import { TesseraError } from '../../core/errors.ts';
 import { isEventStream } from '../mcp/events.ts';
 import { rpcErrorBody } from '../mcp/message.ts';
 import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader, validStatus } from '../proxy/forward.ts';
-import { answerIds, answerText, DEFAULT_MAX_ANSWER } from './answers.ts';
+import { answerIds, answerText, DEFAULT_MAX_ANSWER, parsedAnswer } from './answers.ts';
 import { isJsonType } from './card.ts';
 import { SseDataReader } from './events.ts';
 import { upstreamRpcCode } from './message.ts';
@@ -75,14 +75,6 @@ function recordError(result: keyof typeof RECORD_REFUSALS): Error {
 
 const nothingNamed = (ids: { tasks: readonly string[]; contexts: readonly string[] }) =>
   ids.tasks.length === 0 && ids.contexts.length === 0;
-
-function parsed(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * Forwards an A2A answer, recording the tasks and contexts it names for the caller
@@ -232,7 +224,7 @@ export class TaskForwardHandler extends ForwardHandler {
         return false;
       }
       for (const data of events) {
-        const ids = answerIds(parsed(data));
+        const ids = answerIds(parsedAnswer(data));
         if (ids === 'ambiguous') {
           // Clients disagree on the ids it names: cut before this chunk (no client has dispatched the event).
           this.abort(new AnswerRefused('a2a_upstream_answer_ambiguous'));
@@ -278,7 +270,7 @@ export class TaskForwardHandler extends ForwardHandler {
       super.onComplete();
       return;
     }
-    const ids = answerIds(parsed(answerText(Buffer.concat(this.#chunks, this.#total))));
+    const ids = answerIds(parsedAnswer(answerText(Buffer.concat(this.#chunks, this.#total))));
     if (ids === 'ambiguous') {
       this.#head = undefined;
       this.#chunks = [];

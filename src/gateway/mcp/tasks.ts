@@ -17,7 +17,7 @@
  * @module
  */
 import type { ServerResponse } from 'node:http';
-import { answerText, DEFAULT_MAX_ANSWER } from '../a2a/answers.ts';
+import { answerText, DEFAULT_MAX_ANSWER, parsedAnswer } from '../a2a/answers.ts';
 import { SseDataReader } from '../a2a/events.ts';
 import { type ForwardCallbacks, plainEncoding, rawHeader, validStatus } from '../proxy/forward.ts';
 import { isEventStream } from './events.ts';
@@ -63,14 +63,6 @@ export function createdTasks(message: unknown): string[] {
   const task = message.result.task;
   if (!isObject(task) || typeof task.taskId !== 'string') return [];
   return [task.taskId];
-}
-
-function parsed(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Why the gateway relays nothing more of the answer to a task-augmented request. */
@@ -203,7 +195,7 @@ export class TaskCreateForwardHandler extends SessionForwardHandler {
         this.abort(new TaskAnswerRefused('mcp_task_answer_invalid'));
         return false;
       }
-      const ids = events.flatMap((data) => createdTasks(parsed(data)));
+      const ids = events.flatMap((data) => createdTasks(parsedAnswer(data)));
       if (ids.length > 0) {
         this.#pending = this.#record(ids).then((result) => {
           this.#pending = undefined;
@@ -242,7 +234,7 @@ export class TaskCreateForwardHandler extends SessionForwardHandler {
     const body = Buffer.concat(this.#chunks, this.#total);
     this.#head = undefined;
     this.#chunks = [];
-    const ids = createdTasks(parsed(answerText(body)));
+    const ids = createdTasks(parsedAnswer(answerText(body)));
     if (ids.length === 0) {
       this.#release(head, body);
       return;
