@@ -1,7 +1,8 @@
 /**
  * The authorization code flow with real clients against a running Tessera: openid-client (panva)
  * doing discovery, PKCE S256, the authorization request with an RFC 8707 resource, the callback
- * with `iss` checked (RFC 9207), the code exchange and a refresh; and the MCP SDK's `auth()`
+ * with `iss` checked (RFC 9207), the code exchange and a refresh, the same with its DPoP handle
+ * (RFC 9449: `dpop_jkt`, nonces, a bound refresh token); and the MCP SDK's `auth()`
  * helper doing what an MCP client does (RFC 9728 discovery from the MCP server, RFC 8414,
  * RFC 7591 dynamic registration, PKCE, code exchange). The person's side is driven as a browser
  * behind an SSO proxy would: plain HTTP requests carrying the trusted headers, the consent form's
@@ -117,6 +118,73 @@ describe('openid-client: authorization code + PKCE', () => {
     assert.equal(callback.searchParams.get('state'), 'sent-state');
     await assert.rejects(oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier, expectedState: 'other-state' }));
   });
+});
+
+describe('openid-client: authorization code + PKCE + DPoP (RFC 9449)', () => {
+  /**
+   * openid-client's own DPoP handle end to end: the code bound to its key by `dpop_jkt` (§10), the
+   * tokens bound to it (`cnf.jkt`), the public client's refresh token bound to it too (§5), and with
+   * `token_service.dpop.nonce` the client's retry on `use_dpop_nonce` (§8). A refresh token used
+   * with another key's proof, or none, is refused.
+   */
+  for (const nonce of [false, true]) {
+    it(`attack: a DPoP-bound code and refresh token redeem only with the client’s key (nonces ${nonce ? 'required' : 'off'})`, async () => {
+      const server = nonce
+        ? await startIssuer({ config: { token_service: { authorization: authorizationConfig(), dpop: { nonce: true } } } as never })
+        : issuer;
+      try {
+        if (nonce) {
+          await server.service.registerClient({
+            id: 'oidc-app',
+            public: true,
+            scopes: ['mcp:tools'],
+            audiences: [resource],
+            redirectUris: [REDIRECT],
+          });
+        }
+        const config = await oidc.discovery(new URL(server.url), 'oidc-app', undefined, oidc.None(), {
+          execute: [oidc.allowInsecureRequests],
+          algorithm: 'oauth2',
+        });
+        const DPoP = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+        const jkt = await DPoP.calculateThumbprint();
+        const verifier = oidc.randomPKCECodeVerifier();
+        const url = oidc.buildAuthorizationUrl(config, {
+          redirect_uri: REDIRECT,
+          scope: 'mcp:tools',
+          code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+          code_challenge_method: 'S256',
+          state: 'dpop-state',
+          resource,
+          dpop_jkt: jkt,
+        });
+        const callback = await approve(url.href, personHeaders('alice'));
+        const tokens = await oidc.authorizationCodeGrant(
+          config,
+          callback,
+          { pkceCodeVerifier: verifier, expectedState: 'dpop-state' },
+          { resource },
+          { DPoP },
+        );
+        assert.equal(tokens.token_type.toLowerCase(), 'dpop');
+        const jwks = createRemoteJWKSet(new URL(`${server.url}/.well-known/jwks.json`));
+        const { payload } = await jwtVerify(tokens.access_token, jwks, { issuer: server.url, audience: resource, typ: 'at+jwt' });
+        assert.deepEqual(payload.cnf, { jkt });
+
+        const thief = oidc.getDPoPHandle(config, await oidc.randomDPoPKeyPair('ES256'));
+        const refreshToken = tokens.refresh_token as string;
+        await assert.rejects(oidc.refreshTokenGrant(config, refreshToken, undefined, { DPoP: thief }), { error: 'invalid_grant' });
+        await assert.rejects(oidc.refreshTokenGrant(config, refreshToken), { error: 'invalid_grant' });
+        // Refused before anything was spent: the client's own refresh still works, still bound.
+        const refreshed = await oidc.refreshTokenGrant(config, refreshToken, undefined, { DPoP });
+        assert.equal(refreshed.token_type.toLowerCase(), 'dpop');
+        const again = await jwtVerify(refreshed.access_token, jwks, { issuer: server.url, audience: resource, typ: 'at+jwt' });
+        assert.deepEqual(again.payload.cnf, { jkt });
+      } finally {
+        if (nonce) await server.close();
+      }
+    });
+  }
 });
 
 describe('MCP SDK: auth() with dynamic registration and PKCE', () => {
