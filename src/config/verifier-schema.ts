@@ -123,10 +123,16 @@ export const issuerSchema = z
     ).optional(),
     jwks_cache: z
       .strictObject({
-        min_ttl: duration('Shortest time a fetched key set is used before a background refresh.', 30 * DAY).prefault('1m'),
+        min_ttl: duration(
+          'Shortest time a fetched key set is used before a background refresh. Whatever it and Cache-Control say, one key set is fetched at most once a second.',
+          30 * DAY,
+        ).prefault('1m'),
         max_ttl: duration('Longest time a fetched key set is used before a background refresh.', 30 * DAY).prefault('24h'),
         default_ttl: duration('Time used when the response has no Cache-Control max-age.', 30 * DAY).prefault('10m'),
-        miss_cooldown: duration('After a fetch, unknown `kid`s wait this long before another fetch.', DAY).prefault('30s'),
+        miss_cooldown: duration(
+          'After a fetch, unknown `kid`s wait this long before another fetch (at least 1 s, also when set to 0: anyone can send a token naming a `kid`).',
+          DAY,
+        ).prefault('30s'),
         max_stale: duration(
           'How long past its TTL the last good key set is still used while it cannot be refreshed (IdP down, unreachable or blocked). ' +
             'Beyond that it is dropped and this issuer’s tokens get 503 `keys_stale` until a fetch succeeds; a set that expired longer ago unused is fetched again before use. ' +

@@ -4,7 +4,8 @@
  * - The key set is cached for the response's `Cache-Control` max-age, clamped to [min_ttl,
  *   max_ttl]; a stale set keeps being used while a background refresh runs.
  * - An unknown `kid` triggers at most one fetch per `miss_cooldown`; concurrent misses share it,
- *   so a flood of random `kid`s costs the issuer one request per cooldown.
+ *   so a flood of random `kid`s costs the issuer one request per cooldown. Whatever the
+ *   configuration and Cache-Control, the set is fetched at most once a second.
  * - A failed fetch keeps the last good key set, for at most `max_stale` past its expiry: then the
  *   set is dropped (its keys may have been withdrawn at an issuer we cannot reach) and lookups
  *   answer `stale` until a fetch succeeds. A set that expired more than `max_stale` ago unused is
@@ -75,6 +76,14 @@ const MAX_SKIPPED_WARNINGS = 10;
  */
 export const ISSUER_KEY_MAX_RSA_BITS = 8192;
 
+/**
+ * The least time between two fetches of one key set, ms, whatever `miss_cooldown`, `min_ttl` and
+ * the response's Cache-Control say. Any caller names a `kid` (no signature is needed to miss), so
+ * with `miss_cooldown: 0` each forged token was one more fetch, back to back; with `min_ttl: 0` and
+ * an issuer answering `no-store`, or a failing issuer, every request started a refresh.
+ */
+export const MIN_FETCH_INTERVAL_MS = 1000;
+
 function maxAge(cacheControl: string | null): number | undefined {
   if (!cacheControl) return undefined;
   if (/(?:^|,)\s*(?:no-store|no-cache)\b/i.test(cacheControl)) return 0;
@@ -143,7 +152,7 @@ export class RemoteJwks implements KeySource {
       if (this.#lastError === undefined || this.#clock() >= this.#expiresAt) return 'unknown';
       return this.#dropped ? 'stale' : 'unavailable';
     }
-    if (this.#clock() >= this.#expiresAt && this.#inflight === undefined) void this.#refresh();
+    if (this.#refreshDue()) void this.#refresh();
     return set.lookup(kid, alg);
   }
 
@@ -151,7 +160,13 @@ export class RemoteJwks implements KeySource {
     // A set dropped here clears the results cached for its tokens (onKeysRemoved) before the
     // caller uses one.
     this.#dropIfTooStale();
-    if (this.#set !== undefined && this.#clock() >= this.#expiresAt && this.#inflight === undefined) void this.#refresh();
+    if (this.#set !== undefined && this.#refreshDue()) void this.#refresh();
+  }
+
+  /** The set expired, no fetch is under way, and the last began at least {@link MIN_FETCH_INTERVAL_MS} ago. */
+  #refreshDue(): boolean {
+    const now = this.#clock();
+    return now >= this.#expiresAt && this.#inflight === undefined && now - this.#lastFetchAt >= MIN_FETCH_INTERVAL_MS;
   }
 
   /** Whether the set expired more than max_stale ago (whether or not a refresh was tried since). */
@@ -182,7 +197,7 @@ export class RemoteJwks implements KeySource {
 
   refreshAfterMiss(): Promise<boolean> {
     if (this.#inflight) return this.#inflight;
-    if (this.#clock() - this.#lastFetchAt < this.#o.missCooldown * 1000) return Promise.resolve(false);
+    if (this.#clock() - this.#lastFetchAt < Math.max(this.#o.missCooldown * 1000, MIN_FETCH_INTERVAL_MS)) return Promise.resolve(false);
     return this.#refresh();
   }
 

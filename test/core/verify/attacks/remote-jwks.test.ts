@@ -110,6 +110,61 @@ describe('attack: kid-miss flood against a remote JWKS', () => {
     assert.equal(ok.ok, true);
   });
 
+  it('attack: with miss_cooldown 0, forged tokens naming random kids fetch at most once a second, not once each', async () => {
+    const clock = fakeClock();
+    const verifier = remoteVerifier(endpoint, clock, { miss_cooldown: '0s' });
+    await verifier.ready();
+    const start = endpoint.hits;
+    // One after another (concurrent misses already share one fetch): each was a fetch of its own.
+    for (let i = 0; i < 20; i++) {
+      assertInvalidToken(
+        await verifier.verify(bearer(await tokenAt(clock, key, randomBytes(12).toString('hex')))),
+        verifier,
+        'token_kid_unknown',
+      );
+    }
+    assert.equal(endpoint.hits, start);
+    clock.advance(1);
+    for (let i = 0; i < 20; i++) {
+      assertInvalidToken(
+        await verifier.verify(bearer(await tokenAt(clock, key, randomBytes(12).toString('hex')))),
+        verifier,
+        'token_kid_unknown',
+      );
+    }
+    assert.equal(endpoint.hits, start + 1);
+    // A rotated key is still picked up at the next miss a second later.
+    endpoint.keys = [key.jwk, rotated.jwk];
+    clock.advance(1);
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock, rotated)))).ok, true);
+    assert.equal(endpoint.hits, start + 2);
+    endpoint.keys = [key.jwk];
+  });
+
+  it('attack: with min_ttl 0 and an issuer answering no-store (or failing, with miss_cooldown 0), requests refresh the set at most once a second, not each', async () => {
+    const clock = fakeClock();
+    endpoint.cacheControl = 'no-store';
+    const verifier = remoteVerifier(endpoint, clock, { min_ttl: '0s', miss_cooldown: '0s' });
+    await verifier.ready();
+    const start = endpoint.hits;
+    const token = await tokenAt(clock);
+    for (let i = 0; i < 20; i++) {
+      assert.equal((await verifier.verify(bearer(token))).ok, true);
+      // Let a background refresh, if one began, finish before the next request.
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.equal(endpoint.hits, start);
+    clock.advance(1);
+    endpoint.status = 503;
+    for (let i = 0; i < 20; i++) {
+      assert.equal((await verifier.verify(bearer(token))).ok, true);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.equal(endpoint.hits, start + 1);
+    endpoint.status = 200;
+    endpoint.cacheControl = undefined;
+  });
+
   it('picks up a rotated key on a kid miss once the cooldown allows it', async () => {
     const clock = fakeClock();
     const verifier = remoteVerifier(endpoint, clock);
