@@ -15,6 +15,7 @@ import { initialize } from '../../src/cli/commands/init.ts';
 import { CliError } from '../../src/cli/output.ts';
 import { quoted as quotedValue } from '../../src/core/errors.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { AUDIENCE, baseConfig, startGateway, startUpstream, token } from '../gateway/helpers.ts';
 import { spawnCollecting } from '../helpers/spawned.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
@@ -319,8 +320,67 @@ describe('audit query: what a caller put in the trail cannot rewrite the screen'
     assert.equal(r.stdout.split('\n').length, 2, 'one event, one line');
     // biome-ignore lint/suspicious/noControlCharactersInRegex: none of these may reach the terminal
     assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/);
-    assert.match(r.stdout, /sub=mallory\\n2026-01-01T00:00:00\.000Z {2}token\.revoked {2}allow:ok\\x1b\[2K\\x9b\\u202e/);
-    assert.match(r.stdout, /route=r\\x07/);
+    assert.ok(r.stdout.includes('sub="mallory\\n2026-01-01T00:00:00.000Z  token.revoked  allow:ok\\u001b[2K\\x9b\\u202e"'), r.stdout);
+    assert.ok(r.stdout.includes('route="r\\u0007"'), r.stdout);
+  });
+});
+
+describe('audit query: the summary line’s separators cannot be spoofed', () => {
+  let dir: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-audit-fields-'));
+    await initialize({ config: join(dir, 'tessera.yaml') });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('attack: a trusted identity provider’s subject, client id and actor holding "  client=admin", ">" or a backslash cannot pass for fields, actors or an escaped line break of their own', async () => {
+    // A real gateway writing its audit events into the site’s store, as under tessera serve.
+    const store = await SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    const upstream = await startUpstream();
+    const gw = await startGateway(
+      {
+        ...baseConfig(),
+        gateway: { routes: [{ id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] }] },
+      },
+      { auditSinks: [{ write: (events) => store.appendAudit(events) }] },
+    );
+    try {
+      // The verifier takes a verified token’s sub, client_id and act as they are: only the token
+      // service’s own subjects are held to the identity rule (no spaces).
+      const t = await token({
+        sub: 'mallory  client=admin-cli  act=root',
+        client_id: 'partner  grant=g_0',
+        act: { sub: 'bot>root', act: { sub: 'x\\nfake' } },
+        aud: AUDIENCE,
+      });
+      const res = await fetch(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${t}` } });
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      await gw.served.gateway.audit.flush();
+    } finally {
+      await gw.close();
+      await upstream.close();
+      await store.close();
+    }
+    const r = spawnSync(process.execPath, [MAIN, 'audit', 'query', '--since', '1h'], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, TESSERA_MASTER_KEY: '' },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const line = r.stdout.split('\n').find((l) => l.includes('gateway.request')) ?? '';
+    // Each field once, each value that holds the separator (or the actor chain’s) quoted.
+    const fields = (line.match(/(?:"(?:[^"\\]|\\.)*"|[^\s"])+/g) ?? []).filter((f) => /^(?:sub|client|act|grant)=/.test(f));
+    assert.deepEqual(
+      fields.map((f) => f.slice(0, f.indexOf('='))),
+      ['sub', 'client', 'act'],
+      line,
+    );
+    assert.ok(line.includes('sub="mallory  client=admin-cli  act=root"'), line);
+    assert.ok(line.includes('client="partner  grant=g_0"'), line);
+    // Two actors, the first named bot>root, the second with a backslash and an n (no line break).
+    assert.ok(line.includes('act="bot>root">"x\\\\nfake"'), line);
+    assert.ok(line.includes('route=api  GET /api/x'), line);
   });
 });
 

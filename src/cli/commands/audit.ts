@@ -110,27 +110,44 @@ export function windowOf(f: Pick<Filters, 'since' | 'until'>, now = Date.now()):
   return { ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}) };
 }
 
+// A value shown bare: no space of any kind (the fields' separator is two spaces, and `GET /path`
+// has one), no control or format character, no `"` and no backslash (which `printable` leaves as
+// it is, so a value holding the two characters `\n` would read as an escaped line break).
+const BARE = /^[^\p{White_Space}\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}"\\]+$/u;
+
+/**
+ * `value` as one field of a summary line: as it is when {@link BARE}, else as a JSON string, so a
+ * subject, client id, issuer or path that holds `  client=admin` or a forged line cannot pass for
+ * fields of its own. `also` are more characters that quote it (`>`, the actor chain's separator).
+ */
+export function fieldValue(value: string, also?: RegExp): string {
+  return BARE.test(value) && !also?.test(value) ? value : JSON.stringify(value);
+}
+
 /**
  * One human line per event: time, kind, decision/reason, who, what (control characters escaped).
  * A subject comes with the issuer it belongs to (`sub_iss`, the event's `subject_issuer`, else
- * its `issuer`), so two identity providers' `alice` read apart.
+ * its `issuer`), so two identity providers' `alice` read apart. A value with a space, a `"`, a
+ * backslash or a control character in it (a subject from an identity provider's token, a path
+ * a forward-auth proxy reported) is written as a JSON string ({@link fieldValue}).
  */
 export function formatEvent(e: AuditEvent): string {
   const subjectIssuer = e.subject_issuer ?? e.issuer;
+  const v = (value: string) => fieldValue(value);
   const who = [
-    e.subject !== undefined ? `sub=${e.subject}` : '',
-    e.subject !== undefined && subjectIssuer !== undefined ? `sub_iss=${subjectIssuer}` : '',
-    e.client_id !== undefined ? `client=${e.client_id}` : '',
-    e.actor_chain?.length ? `act=${e.actor_chain.join('>')}` : '',
-    e.delegation_id !== undefined ? `grant=${e.delegation_id}` : '',
+    e.subject !== undefined ? `sub=${v(e.subject)}` : '',
+    e.subject !== undefined && subjectIssuer !== undefined ? `sub_iss=${v(subjectIssuer)}` : '',
+    e.client_id !== undefined ? `client=${v(e.client_id)}` : '',
+    e.actor_chain?.length ? `act=${e.actor_chain.map((a) => fieldValue(a, />/)).join('>')}` : '',
+    e.delegation_id !== undefined ? `grant=${v(e.delegation_id)}` : '',
   ].filter(Boolean);
   const what = [
-    e.route !== undefined ? `route=${e.route}` : '',
-    e.method !== undefined && e.path !== undefined ? `${e.method} ${e.path}` : '',
+    e.route !== undefined ? `route=${v(e.route)}` : '',
+    e.method !== undefined && e.path !== undefined ? `${v(e.method)} ${v(e.path)}` : '',
     e.upstream_status !== undefined ? `upstream=${e.upstream_status}` : '',
     e.latency_ms !== undefined ? `${e.latency_ms}ms` : '',
   ].filter(Boolean);
-  return printable([new Date(e.time).toISOString(), e.kind, `${e.decision}:${e.reason}`, ...who, ...what].join('  '));
+  return printable([new Date(e.time).toISOString(), e.kind, `${e.decision}:${v(e.reason)}`, ...who, ...what].join('  '));
 }
 
 /**
