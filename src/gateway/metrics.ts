@@ -97,9 +97,10 @@ export function statusLabel(status: number): string {
 
 /**
  * The status of a request the HTTP layer answers before the gateway sees it: unparseable (400), a
- * head over `limits.max_header_size` (431), a head or body not whole in time (408), CONNECT (501).
+ * head over `limits.max_header_size` (431), a head or body not whole in time (408), an `Expect`
+ * other than `100-continue` (417), CONNECT (501).
  */
-export type ParserRefusal = 400 | 408 | 431 | 501;
+export type ParserRefusal = 400 | 408 | 417 | 431 | 501;
 
 /** The route label of a request that matched no route: always kept. */
 export const NO_ROUTE = '(none)';
@@ -117,7 +118,7 @@ export class GatewayMetrics {
   readonly #denies = new Map<string, number>();
   readonly #upstreamErrors = new Map<string, { labels: Record<string, string>; n: number }>();
   readonly #reloads = { ok: 0, refused: 0 };
-  readonly #refused: Record<ParserRefusal, number> = { 400: 0, 408: 0, 431: 0, 501: 0 };
+  readonly #refused: Record<ParserRefusal, number> = { 400: 0, 408: 0, 417: 0, 431: 0, 501: 0 };
   readonly #latency: RouteHistogram;
   /** Verifier counters of verifiers replaced by a reload, so totals never go down. */
   #retiredCache = { hits: 0, misses: 0 };
@@ -255,7 +256,7 @@ export class GatewayMetrics {
     });
     new Counter({
       name: 'tessera_gateway_parser_refusals_total',
-      help: 'Requests answered before the gateway saw them (no audit event): 400 unparseable, 408 head or body too slow, 431 head too large, 501 CONNECT.',
+      help: 'Requests answered before the gateway saw them (no audit event): 400 unparseable, 408 head or body too slow, 417 an Expect other than 100-continue, 431 head too large, 501 CONNECT.',
       labelNames: ['status'],
       registers: [registry],
       collect() {

@@ -164,8 +164,8 @@ function writeFramingRefusal(res: ServerResponse): void {
 /**
  * An HTTP server with the listener limits applied: head size, connection count, head and request
  * timeouts checked every second, keep-alive; a malformed, oversized or timed-out request head is
- * answered 400, 431 or 408 and its connection closed, a CONNECT 501; `Expect: 100-continue` is
- * answered when the handler reads the body. `onRefused` is told the status of each request refused
+ * answered 400, 431 or 408 and its connection closed, a CONNECT 501, an `Expect` other than
+ * `100-continue` 417; `Expect: 100-continue` is answered when the handler reads the body. `onRefused` is told the status of each request refused
  * before any handler saw it (those have no audit event).
  *
  * Every request's framing is checked here, before any handler, whatever its path
@@ -217,6 +217,14 @@ export function createListener(
   // `Expect: 100-continue` (RFC 9110 §10.1.1): 100 once the body is read (by the gateway after
   // its decision, or by the handler in front), never for a request refused first.
   server.on('checkContinue', continueOnRead(handle));
+  // Any other expectation (RFC 9110 §10.1.1): 417 before any handler, as Node answers it without
+  // a listener, but counted as the other requests refused here (Node's own 417 went unseen) and
+  // the connection closed, its body never read.
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+    onRefused?.(417);
+    res.shouldKeepAlive = false;
+    res.writeHead(417, { 'content-length': '0' }).end();
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     const answering = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
     // Bytes after a request that closes the connection (`Connection: close`, HTTP/1.0 without

@@ -196,4 +196,32 @@ describe('gateway metrics: label cardinality', () => {
       await upstream.close();
     }
   });
+
+  it('attack: a request with an Expect other than 100-continue was answered 417 by Node before the gateway saw it, with no audit event and not counted either: a flood of them left no trace; now counted (status 417), the connection closed, nothing forwarded', async () => {
+    const upstream = await startUpstream();
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: { routes: [{ id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'none' }] },
+    });
+    const count = async () => {
+      const text = await (await fetch(`${gw.url}/metrics`)).text();
+      const m = text.match(/^tessera_gateway_parser_refusals_total\{status="417"\} (\d+)$/m);
+      return m === null ? undefined : Number(m[1]);
+    };
+    try {
+      assert.equal(await count(), 0);
+      for (const expect of ['200-ok', 'x-anything', '100-continued']) {
+        const answer = await rawHttp(gw.url, `POST /api/x HTTP/1.1\r\nHost: h\r\nExpect: ${expect}\r\nContent-Length: 5\r\n\r\nhello`);
+        assert.match(answer, /^HTTP\/1\.1 417 /, expect);
+        assert.match(answer, /\r\nconnection: close\r\n/i, expect);
+      }
+      assert.equal(await count(), 3);
+      assert.equal(upstream.seen.length, 0, 'nothing reached the upstream');
+      await gw.served.gateway.audit.flush();
+      assert.equal(gw.audit.events.length, 0, 'refused before the gateway: no audit event, as the other parser refusals');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
 });
