@@ -168,6 +168,31 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal(nginx.headers.get('authorization'), null);
   });
 
+  it('attack: audit amplification: an X-Forwarded-Method of 12000 letters (Go proxies pass any token a client sends) was recorded whole in every check’s audit event, the path beside it capped; refused 400, the event holding the check’s own method', async () => {
+    const long = 'A'.repeat(12_000);
+    const res = await checkTraefik({
+      'x-forwarded-uri': '/api/a',
+      'x-forwarded-method': long,
+      'x-forwarded-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(res.status, 400);
+    assert.equal(res.headers.get('authorization'), null);
+    await traefik.served.gateway.audit.flush();
+    const e = traefik.audit.events.filter((x) => x.kind === 'gateway.forward_auth').at(-1);
+    assert.equal(e?.reason, 'forward_auth_request_invalid');
+    assert.equal(e?.method, 'GET');
+    assert.ok(JSON.stringify(e).length < 1000, `${JSON.stringify(e).length} bytes`);
+    // The longest registered method (UPDATEREDIRECTREF, 17 letters) and any up to 32 are still read.
+    const named = await checkTraefik({
+      'x-forwarded-uri': '/api/a',
+      'x-forwarded-method': 'UPDATEREDIRECTREF',
+      'x-forwarded-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.notEqual(named.status, 400);
+  });
+
   it('Traefik: a WebSocket check (X-Forwarded-Proto ws or wss, as Traefik sends on an upgrade) is decided, not refused as malformed', async () => {
     for (const proto of ['ws', 'wss', 'WSS']) {
       const res = await checkTraefik({
