@@ -120,6 +120,25 @@ function targetPath(target: string): string {
   return end < 0 ? target : target.slice(0, end);
 }
 
+/**
+ * The request's URL at `origin` (what a DPoP proof's `htu` names): `origin` followed by the target
+ * when it is in origin form (`/path?query`). Node also takes an absolute-form target
+ * (`GET m://x/items/1`, RFC 9112 §3.2.2), and `origin` followed by it would extend the origin's
+ * host: `https://api.example.co` and `m://x/items/1` read as `https://api.example.com//x/items/1`,
+ * another server's URL, whose captured proofs would then pass here. Its authority is the caller's
+ * word, as a Host header is: only its path and query are kept, after `origin` (Express routes such a
+ * request on that path). Any other target (`*`) follows `origin` after a `/`.
+ */
+function urlAt(origin: string, sent: string): string {
+  if (sent.charCodeAt(0) === 0x2f) return origin + sent;
+  const scheme = sent.indexOf('://');
+  if (scheme < 0) return `${origin}/${sent}`;
+  const end = sent.slice(scheme + 3).search(/[/?#]/);
+  if (end < 0) return `${origin}/`;
+  const rest = sent.slice(scheme + 3 + end);
+  return rest.charCodeAt(0) === 0x2f ? origin + rest : `${origin}/${rest}`;
+}
+
 /** Throws an {@link ArgumentError} (`req`) when `req` is not a Node request: a programming error, with nothing to answer. */
 export function checkNodeRequest(req: IncomingMessage): void {
   if (typeof req !== 'object' || req === null || typeof req.headers !== 'object' || req.headers === null) {
@@ -146,7 +165,7 @@ export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOption
   if (semicolon && routed.includes(';')) routed = routed.slice(0, routed.indexOf(';'));
   return {
     method: req.method ?? 'GET',
-    url: `${originOf(req, options)}${sent}`,
+    url: urlAt(originOf(req, options), sent),
     // A target that is no path (`*`, the asterisk form Node accepts for any method) would be read
     // from the URL as `/`: given as it is, the rules refuse it (request_path_invalid).
     ...(routed !== targetPath(sent) || routed.charCodeAt(0) !== 0x2f ? { path: routed } : {}),

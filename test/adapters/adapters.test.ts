@@ -731,6 +731,25 @@ for (const [name, start] of Object.entries(adapters)) {
         await app.close();
       }
     });
+
+    it('attack: an absolute-form target (`GET m://x/items/1`) does not extend publicUrl’s host: a proof captured at https://api.example.com is refused at https://api.example.co', async () => {
+      const app = await start(dpopVerifier(), { publicUrl: 'https://api.example.co' });
+      try {
+        // Appended to the origin, the target made the URL https://api.example.com://x/items/1.
+        const res = await send(app.origin, 'm://x/items/1', [
+          ['authorization', `DPoP ${bound}`],
+          ['dpop', await proof('GET', 'https://api.example.com//x/items/1', bound)],
+        ]);
+        // @hono/node-server refuses such a target itself; Hono reads the path of the URL it builds.
+        if (name === 'hono') assert.equal(res.status, 400, res.body);
+        else {
+          assert.equal(res.status, 401, res.body);
+          assert.match(String(res.headers['www-authenticate']), OTHER_URI);
+        }
+      } finally {
+        await app.close();
+      }
+    });
   });
 }
 
@@ -758,6 +777,26 @@ for (const name of ['node:http', 'express', 'fastify'] as const) {
         assert.match(String(spoofed.headers['www-authenticate']), OTHER_URI);
         const ok = await call('https://api.example/items/1');
         assert.equal(ok.status, 200, ok.body);
+      } finally {
+        await app.close();
+      }
+    });
+
+    it('attack: an absolute-form target (`GET m://x/items/1`) does not extend the forwarded host: a proof captured at https://api.example.com is refused behind a proxy forwarding api.example.co', async () => {
+      const start = adapters[name] as (v: ManagedVerifier, options?: { trustProxy: boolean }) => Promise<Running>;
+      const app = await start(createVerifier({ ...verifier.config, dpop: { ...verifier.config.dpop, mode: 'allowed' } }), {
+        trustProxy: true,
+      });
+      try {
+        const bound = await sign(key, claims({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(holderJwk) } }));
+        const res = await send(app.origin, 'm://x/items/1', [
+          ['x-forwarded-proto', 'https'],
+          ['x-forwarded-host', 'api.example.co'],
+          ['authorization', `DPoP ${bound}`],
+          ['dpop', await proof('GET', 'https://api.example.com//x/items/1', bound)],
+        ]);
+        assert.equal(res.status, 401, res.body);
+        assert.match(String(res.headers['www-authenticate']), OTHER_URI);
       } finally {
         await app.close();
       }
