@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { isObject } from '../mcp/message.ts';
 import { a2aFold } from './message.ts';
 
 /**
@@ -51,11 +52,9 @@ function membersOf(o: Record<string, unknown>, names: readonly string[]): Map<st
   return found;
 }
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** Adds the ids of one response to `out`; false when it is ambiguous. */
 function answerIdsOf(value: unknown, out: { tasks: string[]; contexts: string[] }): boolean {
-  if (!isRecord(value)) return true;
+  if (!isObject(value)) return true;
   const envelope = membersOf(value, ENVELOPE_MEMBERS);
   if (envelope === undefined) return false;
   // A JSON-RPC response carries the answer in `result`, or an error whose `data` a client may show
@@ -63,22 +62,22 @@ function answerIdsOf(value: unknown, out: { tasks: string[]; contexts: string[] 
   if (envelope.size === 0) return subjectIds(value, out);
   if (!subjectIds(envelope.get('result'), out)) return false;
   const error = envelope.get('error');
-  if (!isRecord(error)) return true;
+  if (!isObject(error)) return true;
   const data = membersOf(error, ERROR_MEMBERS);
   return data !== undefined && subjectIds(data.get('data'), out);
 }
 
 /** Adds the ids of a result (or an error's data) and of its 1.0 wrappers to `out`; false when ambiguous. */
 function subjectIds(result: unknown, out: { tasks: string[]; contexts: string[] }): boolean {
-  if (!isRecord(result)) return true;
+  if (!isObject(result)) return true;
   const wrappers = membersOf(result, WRAPPER_MEMBERS);
   if (wrappers === undefined) return false;
   for (const c of [result, ...wrappers.values()]) {
-    if (!isRecord(c)) continue;
+    if (!isObject(c)) continue;
     const m = membersOf(c, SUBJECT_MEMBERS);
     if (m === undefined) return false;
     const id = m.get('id');
-    if (typeof id === 'string' && (isRecord(m.get('status')) || m.get('kind') === 'task')) out.tasks.push(id);
+    if (typeof id === 'string' && (isObject(m.get('status')) || m.get('kind') === 'task')) out.tasks.push(id);
     const taskId = m.get('taskid');
     if (typeof taskId === 'string') out.tasks.push(taskId);
     for (const k of ['contextid', 'sessionid']) {

@@ -8,12 +8,11 @@
  */
 import type { ServerResponse } from 'node:http';
 import { TesseraError } from '../../core/errors.ts';
-import { isEventStream } from '../mcp/events.ts';
 import { rpcErrorBody } from '../mcp/message.ts';
-import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader, validStatus } from '../proxy/forward.ts';
-import { answerIds, answerText, DEFAULT_MAX_ANSWER, parsedAnswer } from './answers.ts';
+import { type ForwardCallbacks, ForwardHandler, validStatus } from '../proxy/forward.ts';
+import { HeldAnswer, type RecordResult, type Unreadable } from '../proxy/held-answer.ts';
+import { answerIds, DEFAULT_MAX_ANSWER, parsedAnswer } from './answers.ts';
 import { isJsonType } from './card.ts';
-import { SseDataReader } from './events.ts';
 import { upstreamRpcCode } from './message.ts';
 
 /** Why the gateway relays nothing more of an upstream answer, by the reason code it is refused with. */
@@ -57,21 +56,21 @@ export class AnswerRefused extends Error {
  * could not record them, `timeout` when it had not recorded them all by the deadline, `full` when
  * one is new and the caller owns as many as it may. Never rejects.
  */
-export type RecordIds = (ids: {
-  tasks: readonly string[];
-  contexts: readonly string[];
-}) => Promise<'recorded' | 'foreign' | 'full' | 'unavailable' | 'timeout'>;
+export type RecordIds = (ids: { tasks: readonly string[]; contexts: readonly string[] }) => Promise<RecordResult>;
 
-const RECORD_REFUSALS = {
+/** Why an answer is refused: its ids could not be recorded, or it cannot be read for them. */
+const REFUSALS = {
   foreign: 'a2a_upstream_task_foreign',
   full: 'a2a_task_registry_full',
   unavailable: 'a2a_task_registry_unavailable',
   timeout: 'a2a_task_registry_timeout',
-} as const satisfies Record<string, keyof typeof ANSWER_REFUSALS>;
-
-function recordError(result: keyof typeof RECORD_REFUSALS): Error {
-  return new AnswerRefused(RECORD_REFUSALS[result]);
-}
+  // Asked for identity: a compressed answer (or one whose encoding is said twice) cannot be read
+  // for its ids, and a client inflates it and reads them. Refused whole.
+  compressed: 'a2a_upstream_answer_compressed',
+  too_large: 'a2a_upstream_answer_too_large',
+  // A stream opening clients read differently: cut before its first line ends.
+  stream_ambiguous: 'a2a_upstream_answer_ambiguous',
+} as const satisfies Record<Unreadable | Exclude<RecordResult, 'recorded'>, keyof typeof ANSWER_REFUSALS>;
 
 const nothingNamed = (ids: { tasks: readonly string[]; contexts: readonly string[] }) =>
   ids.tasks.length === 0 && ids.contexts.length === 0;
@@ -103,25 +102,10 @@ const nothingNamed = (ids: { tasks: readonly string[]; contexts: readonly string
  * not parse as JSON names nothing a client could read, and is relayed as is.
  */
 export class TaskForwardHandler extends ForwardHandler {
-  readonly #record: RecordIds;
-  readonly #limit: number;
   readonly #readAll: boolean;
   readonly #ownCredential: boolean;
   readonly #rpcId: string | number | null | undefined;
-  #sse: SseDataReader | undefined;
-  /** What the stream relayed so far ends between two events (see {@link lastBytes}). */
-  #betweenEvents = true;
-  #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
-  #chunks: Buffer[] = [];
-  #total = 0;
-  /** Resumes the upstream paused while a chunk's ids are recorded. */
-  #resume: (() => void) | undefined;
-  /** A chunk waiting for its ids to be recorded (the upstream is paused meanwhile). */
-  #pending: Promise<void> | undefined;
-  /** The upstream's answer is complete and waits for its ids to be recorded. */
-  #completing = false;
-  /** Failed or aborted: nothing more is written. */
-  #over = false;
+  readonly #held: HeldAnswer<{ tasks: string[]; contexts: string[] }>;
 
   constructor(
     res: ServerResponse,
@@ -134,11 +118,24 @@ export class TaskForwardHandler extends ForwardHandler {
     rpcId?: string | number | null,
   ) {
     super(res, cb, extra, ownCredential);
-    this.#record = record;
-    this.#limit = limit;
     this.#readAll = readAll;
     this.#ownCredential = ownCredential;
     this.#rpcId = rpcId;
+    this.#held = new HeldAnswer(
+      {
+        headers: (status, raw, resume) => super.onHeaders(status, raw, resume),
+        data: (chunk) => super.onData(chunk),
+        complete: () => super.onComplete(),
+        fail: (error) => this.onError(error),
+        abort: (error) => this.abort(error),
+        abortUpstream: (error) => super.abort(error),
+        named: namedIn,
+        empty: nothingNamed,
+        record,
+        refusal: (why) => new AnswerRefused(REFUSALS[why]),
+      },
+      limit,
+    );
   }
 
   /**
@@ -149,20 +146,17 @@ export class TaskForwardHandler extends ForwardHandler {
    * dispatches nothing of the event it was reading.
    */
   override lastBytes(error: Error): string | undefined {
-    if (!(error instanceof AnswerRefused) || this.#sse === undefined || this.#rpcId === undefined || !this.#betweenEvents) return undefined;
+    if (!(error instanceof AnswerRefused) || !this.#held.streaming || this.#rpcId === undefined || !this.#held.betweenEvents)
+      return undefined;
     return `data: ${rpcErrorBody(upstreamRpcCode(error.code), new TesseraError(error.code).description, this.#rpcId)}\n\n`;
   }
 
   override abort(reason: Error): void {
-    // The upstream exchange is over while its answer waits to be recorded: undici has nothing left
-    // to abort, so the caller's answer is failed here (a revocation, a shutdown, the caller gone).
-    if (this.#completing) this.onError(reason);
-    else super.abort(reason);
+    this.#held.abort(reason);
   }
 
   override onError(error: Error): void {
-    this.#over = true;
-    this.#completing = false;
+    this.#held.failed();
     super.onError(error);
   }
 
@@ -171,140 +165,27 @@ export class TaskForwardHandler extends ForwardHandler {
     // A 401 to the gateway's own credential and a status outside 100–599 reach no caller (502); 1xx are informational.
     if (status < 200 || !validStatus(status) || (!ok && (!this.#readAll || (status === 401 && this.#ownCredential))))
       return super.onHeaders(status, raw, resume);
-    // Asked for identity: a compressed answer (or one whose encoding is said twice) cannot be read
-    // for its ids, and a client inflates it and reads them. Refused whole.
-    if (!plainEncoding(rawHeader(raw, 'content-encoding'))) {
-      this.abort(new AnswerRefused('a2a_upstream_answer_compressed'));
-      return false;
-    }
-    const type = rawHeader(raw, 'content-type') ?? undefined;
-    if (ok && isEventStream(type)) {
-      this.#sse = new SseDataReader(this.#limit);
-      this.#resume = resume;
-      return super.onHeaders(status, raw, resume);
-    }
     // Held and read as JSON: a JSON answer, or any answer to a call (clients parse it whatever its label).
-    if (!this.#readAll && !isJsonType(type)) return super.onHeaders(status, raw, resume);
-    const length = rawHeader(raw, 'content-length');
-    if (length !== undefined && length !== null && Number(length) > this.#limit) {
-      this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
-      return false;
-    }
-    this.#head = { status, raw, resume };
-    return true;
+    return this.#held.onHeaders(status, raw, resume, (type) => this.#readAll || isJsonType(type));
   }
 
   override onData(chunk: Buffer): boolean {
-    if (this.#over) return false;
-    if (this.#head !== undefined) {
-      this.#total += chunk.length;
-      if (this.#total > this.#limit) {
-        // Too large to read for its ids: nothing of it is relayed (502).
-        this.#head = undefined;
-        this.#chunks = [];
-        this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
-        return false;
-      }
-      this.#chunks.push(chunk);
-      return true;
-    }
-    if (this.#sse !== undefined) {
-      const named = { tasks: [] as string[], contexts: [] as string[] };
-      // Where the relayed stream ends if this chunk is refused (it is written whole or not at all).
-      this.#betweenEvents = this.#sse.betweenEvents;
-      const events = this.#sse.push(chunk);
-      if (this.#sse.overflow) {
-        // An event too large to read: cut before this chunk (the event's end is not in an earlier one).
-        this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
-        return false;
-      }
-      if (this.#sse.ambiguous) {
-        // A stream opening clients read differently: cut before its first line ends.
-        this.abort(new AnswerRefused('a2a_upstream_answer_ambiguous'));
-        return false;
-      }
-      for (const data of events) {
-        const ids = answerIds(parsedAnswer(data));
-        if (ids === 'ambiguous') {
-          // Clients disagree on the ids it names: cut before this chunk (no client has dispatched the event).
-          this.abort(new AnswerRefused('a2a_upstream_answer_ambiguous'));
-          return false;
-        }
-        named.tasks.push(...ids.tasks);
-        named.contexts.push(...ids.contexts);
-      }
-      if (!nothingNamed(named)) {
-        // Written once recorded; the upstream waits (undici reads no further until resumed).
-        this.#pending = this.#record(named).then((result) => {
-          this.#pending = undefined;
-          if (this.#over) return;
-          if (result !== 'recorded') {
-            this.abort(recordError(result));
-            return;
-          }
-          if (super.onData(chunk)) this.#resume?.();
-          // Otherwise the caller is slow: resumed when it drains (or aborted when it went away).
-        });
-        return false;
-      }
-    }
-    return super.onData(chunk);
+    return this.#held.onData(chunk);
   }
 
   override onComplete(): void {
-    if (this.#over) return;
-    const pending = this.#pending;
-    if (pending !== undefined) {
-      // Not expected (the upstream was paused), but the end never overtakes a chunk still to be written.
-      this.#completing = true;
-      void pending.then(() => {
-        if (this.#completing) {
-          this.#completing = false;
-          super.onComplete();
-        }
-      });
-      return;
-    }
-    const head = this.#head;
-    if (head === undefined) {
-      super.onComplete();
-      return;
-    }
-    const ids = answerIds(parsedAnswer(answerText(Buffer.concat(this.#chunks, this.#total))));
-    if (ids === 'ambiguous') {
-      this.#head = undefined;
-      this.#chunks = [];
-      // The exchange is over upstream: fail it here (502, nothing relayed).
-      this.onError(new AnswerRefused('a2a_upstream_answer_ambiguous'));
-      return;
-    }
-    if (nothingNamed(ids)) {
-      if (this.#release() !== 'refused') super.onComplete();
-      return;
-    }
-    this.#completing = true;
-    void this.#record(ids).then((result) => {
-      if (!this.#completing) return; // failed meanwhile (aborted)
-      this.#completing = false;
-      if (result !== 'recorded') {
-        this.#head = undefined;
-        // The exchange is over upstream: fail it here (nothing relayed).
-        this.onError(recordError(result));
-        return;
-      }
-      if (this.#release() !== 'refused') super.onComplete();
-    });
+    this.#held.onComplete();
   }
+}
 
-  /** Send the held head and chunks: `refused` when the head could not go (the caller is gone), `paused` on back-pressure. */
-  #release(): 'flowing' | 'paused' | 'refused' {
-    const head = this.#head as { status: number; raw: Buffer[]; resume: () => void };
-    this.#head = undefined;
-    const chunks = this.#chunks;
-    this.#chunks = [];
-    if (!super.onHeaders(head.status, head.raw, head.resume)) return 'refused';
-    if (chunks.length === 0) return 'flowing';
-    // One write: each write the caller cannot take at once would add a listener waiting for it to drain.
-    return super.onData(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)) ? 'flowing' : 'paused';
+/** The ids answer texts name, together; refused when clients disagree on the ids one names ({@link answerIds}). */
+function namedIn(texts: readonly string[]): { tasks: string[]; contexts: string[] } | Error {
+  const named = { tasks: [] as string[], contexts: [] as string[] };
+  for (const text of texts) {
+    const ids = answerIds(parsedAnswer(text));
+    if (ids === 'ambiguous') return new AnswerRefused('a2a_upstream_answer_ambiguous');
+    named.tasks.push(...ids.tasks);
+    named.contexts.push(...ids.contexts);
   }
+  return named;
 }

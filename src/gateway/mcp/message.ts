@@ -132,6 +132,11 @@ export function memberFold(key: string): string {
   return key.replaceAll('\u0000', '').replaceAll('\u017f', 's').toLowerCase();
 }
 
+/** A JSON object (not an array, not null). */
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 function idOf(message: Record<string, unknown>): string | number | null {
   const id = message.id;
   return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)) ? id : null;

@@ -17,11 +17,11 @@
  * @module
  */
 import type { ServerResponse } from 'node:http';
-import { answerText, DEFAULT_MAX_ANSWER, parsedAnswer } from '../a2a/answers.ts';
-import { SseDataReader } from '../a2a/events.ts';
-import { type ForwardCallbacks, plainEncoding, rawHeader, validStatus } from '../proxy/forward.ts';
-import { isEventStream } from './events.ts';
+import { DEFAULT_MAX_ANSWER, parsedAnswer } from '../a2a/answers.ts';
+import { type ForwardCallbacks, validStatus } from '../proxy/forward.ts';
+import { HeldAnswer, type RecordResult, type Unreadable } from '../proxy/held-answer.ts';
 import { type McpSigning, SessionForwardHandler, type ToolsListForward } from './forward.ts';
+import { isObject } from './message.ts';
 
 /** Task ids longer than this are never recorded, and a request naming one is refused. */
 export const MAX_TASK_ID = 1024;
@@ -51,10 +51,6 @@ export function recordedOwner(record: string): { readonly principal: string; rea
  */
 export function namesTask(method: string | null): boolean {
   return method !== null && method.startsWith('tasks/') && method !== 'tasks/list';
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** The task ids a JSON-RPC message creates: a response's `result.task.taskId` (a `CreateTaskResult`). */
@@ -90,14 +86,18 @@ export class TaskAnswerRefused extends Error {
 }
 
 /** Records task ids as the caller's, resolving once they are recorded; never rejects. */
-export type RecordTasks = (ids: readonly string[]) => Promise<'recorded' | 'foreign' | 'full' | 'unavailable' | 'timeout'>;
+export type RecordTasks = (ids: readonly string[]) => Promise<RecordResult>;
 
-const RECORD_REFUSALS = {
+/** Why an answer is refused: its tasks could not be recorded, or it cannot be read for them. */
+const REFUSALS = {
   foreign: 'mcp_upstream_task_foreign',
   full: 'mcp_task_registry_full',
   unavailable: 'mcp_task_registry_unavailable',
   timeout: 'mcp_task_registry_timeout',
-} as const satisfies Record<string, keyof typeof ANSWER_REFUSALS>;
+  compressed: 'mcp_task_answer_invalid',
+  too_large: 'mcp_task_answer_invalid',
+  stream_ambiguous: 'mcp_task_answer_invalid',
+} as const satisfies Record<Unreadable | Exclude<RecordResult, 'recorded'>, keyof typeof ANSWER_REFUSALS>;
 
 /**
  * The forwarder of a task-augmented request's answer: the MCP forwarder ({@link SessionForwardHandler},
@@ -113,19 +113,7 @@ const RECORD_REFUSALS = {
  * unrecorded.
  */
 export class TaskCreateForwardHandler extends SessionForwardHandler {
-  readonly #record: RecordTasks;
-  readonly #limit: number;
-  #sse: SseDataReader | undefined;
-  #resume: (() => void) | undefined;
-  #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
-  #chunks: Buffer[] = [];
-  #total = 0;
-  /** A chunk waiting for its task to be recorded (the upstream is paused meanwhile). */
-  #pending: Promise<void> | undefined;
-  /** The upstream's answer is complete and waits for its tasks to be recorded. */
-  #completing = false;
-  /** Failed or aborted: nothing more is written. */
-  #over = false;
+  readonly #held: HeldAnswer<string[]>;
 
   constructor(
     res: ServerResponse,
@@ -138,128 +126,42 @@ export class TaskCreateForwardHandler extends SessionForwardHandler {
     limit: number = MAX_TASK_ANSWER,
   ) {
     super(res, cb, extra, sign, ownCredential, tools);
-    this.#record = record;
-    this.#limit = limit;
+    this.#held = new HeldAnswer(
+      {
+        headers: (status, raw, resume) => super.onHeaders(status, raw, resume),
+        data: (chunk) => super.onData(chunk),
+        complete: () => super.onComplete(),
+        fail: (error) => this.onError(error),
+        abort: (error) => this.abort(error),
+        abortUpstream: (error) => super.abort(error),
+        named: (texts) => texts.flatMap((text) => createdTasks(parsedAnswer(text))),
+        empty: (ids) => ids.length === 0,
+        record,
+        refusal: (why) => new TaskAnswerRefused(REFUSALS[why]),
+      },
+      limit,
+    );
   }
 
   override abort(reason: Error): void {
-    // The upstream exchange is over while its answer waits to be recorded: fail the caller's here.
-    if (this.#completing) this.onError(reason);
-    else super.abort(reason);
+    this.#held.abort(reason);
   }
 
   override onError(error: Error): void {
-    this.#over = true;
-    this.#completing = false;
+    this.#held.failed();
     super.onError(error);
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
     if (status < 200 || status >= 300 || !validStatus(status)) return super.onHeaders(status, raw, resume);
-    if (!plainEncoding(rawHeader(raw, 'content-encoding'))) {
-      this.abort(new TaskAnswerRefused('mcp_task_answer_invalid'));
-      return false;
-    }
-    if (isEventStream(rawHeader(raw, 'content-type') ?? undefined)) {
-      this.#sse = new SseDataReader(this.#limit);
-      this.#resume = resume;
-      return super.onHeaders(status, raw, resume);
-    }
-    const length = rawHeader(raw, 'content-length');
-    if (typeof length === 'string' && Number(length) > this.#limit) {
-      this.abort(new TaskAnswerRefused('mcp_task_answer_invalid'));
-      return false;
-    }
-    this.#head = { status, raw, resume };
-    return true;
+    return this.#held.onHeaders(status, raw, resume);
   }
 
   override onData(chunk: Buffer): boolean {
-    if (this.#over) return false;
-    if (this.#head !== undefined) {
-      this.#total += chunk.length;
-      if (this.#total > this.#limit) {
-        this.#head = undefined;
-        this.#chunks = [];
-        this.abort(new TaskAnswerRefused('mcp_task_answer_invalid'));
-        return false;
-      }
-      this.#chunks.push(chunk);
-      return true;
-    }
-    const sse = this.#sse;
-    if (sse !== undefined) {
-      const events = sse.push(chunk);
-      if (sse.overflow || sse.ambiguous) {
-        // Cut before this chunk: the event it completes (or opens unreadably) has not been dispatched.
-        this.abort(new TaskAnswerRefused('mcp_task_answer_invalid'));
-        return false;
-      }
-      const ids = events.flatMap((data) => createdTasks(parsedAnswer(data)));
-      if (ids.length > 0) {
-        this.#pending = this.#record(ids).then((result) => {
-          this.#pending = undefined;
-          if (this.#over) return;
-          if (result !== 'recorded') {
-            this.abort(new TaskAnswerRefused(RECORD_REFUSALS[result]));
-            return;
-          }
-          if (super.onData(chunk)) this.#resume?.();
-          // Otherwise the caller is slow: resumed when it drains (or aborted when it went away).
-        });
-        return false;
-      }
-    }
-    return super.onData(chunk);
+    return this.#held.onData(chunk);
   }
 
   override onComplete(): void {
-    if (this.#over) return;
-    const pending = this.#pending;
-    if (pending !== undefined) {
-      this.#completing = true;
-      void pending.then(() => {
-        if (this.#completing) {
-          this.#completing = false;
-          super.onComplete();
-        }
-      });
-      return;
-    }
-    const head = this.#head;
-    if (head === undefined) {
-      super.onComplete();
-      return;
-    }
-    const body = Buffer.concat(this.#chunks, this.#total);
-    this.#head = undefined;
-    this.#chunks = [];
-    const ids = createdTasks(parsedAnswer(answerText(body)));
-    if (ids.length === 0) {
-      this.#release(head, body);
-      return;
-    }
-    this.#completing = true;
-    void this.#record(ids).then((result) => {
-      if (!this.#completing) return; // failed meanwhile (aborted)
-      this.#completing = false;
-      if (result !== 'recorded') {
-        // The exchange is over upstream: fail it here (nothing relayed).
-        this.onError(new TaskAnswerRefused(RECORD_REFUSALS[result]));
-        return;
-      }
-      this.#release(head, body);
-    });
-  }
-
-  /** The held answer, through the MCP forwarder as if it had just arrived. */
-  #release(head: { status: number; raw: Buffer[]; resume: () => void }, body: Buffer): void {
-    // The upstream exchange is over: a refusal now (a tools list that cannot be filtered) fails the answer here.
-    this.#completing = true;
-    const sent = super.onHeaders(head.status, head.raw, head.resume);
-    if (sent && !this.#over && body.length > 0) super.onData(body);
-    if (!sent || this.#over) return;
-    this.#completing = false;
-    super.onComplete();
+    this.#held.onComplete();
   }
 }

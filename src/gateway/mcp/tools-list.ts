@@ -21,6 +21,7 @@ import {
   hasDuplicateKeys,
   hasMemberLookalike,
   isDecidableName,
+  isObject,
   MESSAGE_MEMBERS,
   memberFold,
   RPC_SERVER_ERROR,
@@ -69,10 +70,6 @@ export const TOOLS_LIST_ERROR_MESSAGE = 'The upstream service is unavailable.';
 /** The JSON-RPC error that replaces a tools/list answer the gateway refuses. */
 export function toolsListError(id: string | number | null): string {
   return rpcErrorBody(RPC_SERVER_ERROR, TOOLS_LIST_ERROR_MESSAGE, id);
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 const TOOLS_MEMBERS: readonly string[] = ['tools'];
