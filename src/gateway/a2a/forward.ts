@@ -10,7 +10,7 @@ import type { ServerResponse } from 'node:http';
 import { TesseraError } from '../../core/errors.ts';
 import { rpcErrorBody } from '../mcp/message.ts';
 import { type ForwardCallbacks, ForwardHandler, validStatus } from '../proxy/forward.ts';
-import { HeldAnswer, type RecordResult, type Unreadable } from '../proxy/held-answer.ts';
+import { forwarderSteps, HeldAnswer, type RecordResult, type Unreadable } from '../proxy/held-answer.ts';
 import { answerIds, DEFAULT_MAX_ANSWER, parsedAnswer } from './answers.ts';
 import { isJsonType } from './card.ts';
 import { upstreamRpcCode } from './message.ts';
@@ -123,12 +123,7 @@ export class TaskForwardHandler extends ForwardHandler {
     this.#rpcId = rpcId;
     this.#held = new HeldAnswer(
       {
-        headers: (status, raw, resume) => super.onHeaders(status, raw, resume),
-        data: (chunk) => super.onData(chunk),
-        complete: () => super.onComplete(),
-        fail: (error) => this.onError(error),
-        abort: (error) => this.abort(error),
-        abortUpstream: (error) => super.abort(error),
+        ...forwarderSteps(this, ForwardHandler.prototype),
         named: namedIn,
         empty: nothingNamed,
         record,

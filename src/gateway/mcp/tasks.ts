@@ -19,7 +19,7 @@
 import type { ServerResponse } from 'node:http';
 import { DEFAULT_MAX_ANSWER, parsedAnswer } from '../a2a/answers.ts';
 import { type ForwardCallbacks, validStatus } from '../proxy/forward.ts';
-import { HeldAnswer, type RecordResult, type Unreadable } from '../proxy/held-answer.ts';
+import { forwarderSteps, HeldAnswer, type RecordResult, type Unreadable } from '../proxy/held-answer.ts';
 import { type McpSigning, SessionForwardHandler, type ToolsListForward } from './forward.ts';
 import { isObject } from './message.ts';
 
@@ -128,12 +128,7 @@ export class TaskCreateForwardHandler extends SessionForwardHandler {
     super(res, cb, extra, sign, ownCredential, tools);
     this.#held = new HeldAnswer(
       {
-        headers: (status, raw, resume) => super.onHeaders(status, raw, resume),
-        data: (chunk) => super.onData(chunk),
-        complete: () => super.onComplete(),
-        fail: (error) => this.onError(error),
-        abort: (error) => this.abort(error),
-        abortUpstream: (error) => super.abort(error),
+        ...forwarderSteps(this, SessionForwardHandler.prototype),
         named: (texts) => texts.flatMap((text) => createdTasks(parsedAnswer(text))),
         empty: (ids) => ids.length === 0,
         record,

@@ -8,7 +8,7 @@
 import { answerText } from '../a2a/answers.ts';
 import { SseDataReader } from '../a2a/events.ts';
 import { isEventStream } from '../mcp/events.ts';
-import { plainEncoding, rawHeader } from './forward.ts';
+import { type ForwardHandler, plainEncoding, rawHeader } from './forward.ts';
 
 /** What recording an answer's ids answers: recorded, or why not (another principal's, full, unavailable, too slow). */
 export type RecordResult = 'recorded' | 'foreign' | 'full' | 'unavailable' | 'timeout';
@@ -33,6 +33,21 @@ export interface HeldAnswerOps<T> {
   readonly record: (ids: T) => Promise<RecordResult>;
   /** The error refusing an answer that cannot be read, or whose ids could not be recorded. */
   readonly refusal: (why: Unreadable | Exclude<RecordResult, 'recorded'>) => Error;
+}
+
+/** The forwarder's steps of {@link HeldAnswerOps}: `base` (its superclass's prototype) run on `handler`. */
+export function forwarderSteps(
+  handler: ForwardHandler,
+  base: ForwardHandler,
+): Pick<HeldAnswerOps<unknown>, 'headers' | 'data' | 'complete' | 'fail' | 'abort' | 'abortUpstream'> {
+  return {
+    headers: (status, raw, resume) => base.onHeaders.call(handler, status, raw, resume),
+    data: (chunk) => base.onData.call(handler, chunk),
+    complete: () => base.onComplete.call(handler),
+    fail: (error) => handler.onError(error),
+    abort: (error) => handler.abort(error),
+    abortUpstream: (error) => base.abort.call(handler, error),
+  };
 }
 
 type Head = { status: number; raw: Buffer[]; resume: () => void };
