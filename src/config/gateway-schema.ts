@@ -222,7 +222,7 @@ export const mcpSchema = z
     ).prefault('24h'),
     max_tasks_per_principal: z.number().int().min(1).max(1_000_000).default(10_000).meta({
       description:
-        'With bind_tasks: the most live tasks one principal may own on this route for one tool. An answer creating one past it is refused (503, JSON-RPC -32000, mcp_task_registry_full; nothing of it relayed, though the upstream created the task). Under `tessera gateway` the process also holds at most 100 000 tasks and A2A ids in all.',
+        'With bind_tasks: the most live tasks one principal may own on this route, whatever tools created them. An answer creating one past it is refused (503, JSON-RPC -32000, mcp_task_registry_full; nothing of it relayed, though the upstream created the task). Under `tessera gateway` the process also holds at most 100 000 records in all: two for each MCP task (its owner and tool, its principal counted), one for each A2A id.',
     }),
     list_tasks: z.boolean().default(false).meta({
       description:

@@ -114,7 +114,7 @@ export interface CompiledMcp extends McpAdvertisement {
   readonly bindTasks: boolean;
   /** Seconds a bound task stays bound after it was last named (`mcp.task_ttl`). */
   readonly taskTtl: number;
-  /** Live tasks one principal may own on the route for one tool (`mcp.max_tasks_per_principal`). */
+  /** Live tasks one principal may own on the route, whatever tools created them (`mcp.max_tasks_per_principal`). */
   readonly maxTasksPerPrincipal: number;
   /** With {@link bindTasks}: tasks/list goes through, unfiltered (`mcp.list_tasks`). */
   readonly listTasks: boolean;

@@ -104,6 +104,7 @@ import {
   UpstreamStatusInvalid,
   upstreamFailure,
 } from './proxy/forward.ts';
+import type { RecordResult } from './proxy/held-answer.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
 import { type AdmittedStream, recheckUnder } from './recheck.ts';
 import { reintrospectionInterval, reintrospectUnder } from './reintrospect.ts';
@@ -1193,8 +1194,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
               : { ok: false, error: again.error, principal };
         }
         if (rpc.method === 'tools/call' && rpc.tool !== null && taskFacts.task === true) {
-          const recordOwner = taskRecordOwner(owner, rpc.tool);
-          record = (ids) => recordMcpTasks(route.id, ids, recordOwner, m.taskTtl * 1000, m.maxTasksPerPrincipal);
+          const tool = rpc.tool;
+          record = (ids) => recordMcpTasks(route.id, ids, owner, tool, m.taskTtl * 1000, m.maxTasksPerPrincipal);
         }
       }
       // A tool is listed when a tools/call of it would be allowed: the same rules, the same request.
@@ -1345,8 +1346,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           if (record === undefined) return { refused: 'mcp_task_unknown' };
           const parts = recordedOwner(record);
           if (parts === undefined || parts.principal !== owner) return { refused: 'mcp_task_foreign' };
-          // Named again: bound for another ttl (a long task its owner polls stays its owner's).
-          const claim = await taskOwners.claim(route, 'mcp_task', id, record, now, ttlMs);
+          // Named again: bound for another ttl (a long task its owner polls stays its owner's), and
+          // counted as long (a record made before the count was per principal is counted from now).
+          const [claim] = await Promise.all([
+            taskOwners.claim(route, 'mcp_task', id, record, now, ttlMs),
+            taskOwners.claim(route, 'mcp_task_principal', id, owner, now, ttlMs),
+          ]);
           return claim === 'owned' ? { tool: parts.tool } : { refused: 'mcp_task_foreign' };
         } catch (e) {
           registryUnavailable(route, e, 'mcp');
@@ -1358,20 +1363,32 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     return checked === 'timeout' ? { refused: 'mcp_task_registry_timeout' } : checked;
   }
 
-  /** Record the MCP tasks an answer creates as `owner`'s (a {@link taskRecordOwner}); the answer is relayed only once they are. */
+  /**
+   * Record the MCP tasks an answer creates as `owner`'s, created by a call of `tool`; the answer is
+   * relayed only once they are. Each is counted against `limit` (`mcp.max_tasks_per_principal`) by
+   * its principal's record (`mcp_task_principal`), whatever tool created it, before its owner and
+   * tool are recorded ({@link taskRecordOwner}): a task past the limit records nothing.
+   */
   async function recordMcpTasks(
     route: string,
     ids: readonly string[],
     owner: string,
+    tool: string,
     ttlMs: number,
     limit: number,
-  ): Promise<'recorded' | 'foreign' | 'full' | 'unavailable' | 'timeout'> {
+  ): Promise<RecordResult> {
     const now = clock();
     // A longer id is not recorded: naming it later is refused.
     const named = [...new Set(ids)].filter((id) => id.length <= MAX_TASK_ID);
+    const record = taskRecordOwner(owner, tool);
     const claimed = async (): Promise<'recorded' | 'foreign' | 'full' | 'unavailable'> => {
       try {
-        const claims = await Promise.all(named.map((id) => taskOwners.claim(route, 'mcp_task', id, owner, now, ttlMs, limit)));
+        const claims = await Promise.all(
+          named.map(async (id) => {
+            const counted = await taskOwners.claim(route, 'mcp_task_principal', id, owner, now, ttlMs, limit);
+            return counted === 'owned' ? taskOwners.claim(route, 'mcp_task', id, record, now, ttlMs, limit) : counted;
+          }),
+        );
         return claims.includes('foreign') ? 'foreign' : claims.includes('full') ? 'full' : 'recorded';
       } catch (e) {
         registryUnavailable(route, e, 'mcp');

@@ -554,9 +554,11 @@ export class StoreOpenError extends CodedStoreError<StoreOpenCode> {
 
 /**
  * What an id of the a2a_tasks records names: an A2A task or context (the gateway's `a2a.bind_tasks`),
- * or an MCP task (`mcp.bind_tasks`). Only part of the record's key: no migration adds a kind.
+ * or an MCP task (`mcp.bind_tasks`): its owner and tool (`mcp_task`), and its principal alone
+ * (`mcp_task_principal`, the record counted against `mcp.max_tasks_per_principal`). Only part of
+ * the record's key: no migration adds a kind.
  */
-export type A2aIdKind = 'task' | 'context' | 'mcp_task';
+export type A2aIdKind = 'task' | 'context' | 'mcp_task' | 'mcp_task_principal';
 
 /** Who an A2A task or context belongs to, and until when (epoch seconds). */
 export interface A2aTaskRecord {

@@ -24,8 +24,11 @@ import { createHash } from 'node:crypto';
 import type { Principal } from '../../core/verify/principal.ts';
 import { ownerOf } from '../mcp/sessions.ts';
 
-/** An A2A task or context, or an MCP task (`../mcp/tasks.ts`), each in its own key space. */
-export type IdKind = 'task' | 'context' | 'mcp_task';
+/**
+ * An A2A task or context, or an MCP task (`../mcp/tasks.ts`: its owner and tool, and its principal
+ * alone, counted), each in its own key space.
+ */
+export type IdKind = 'task' | 'context' | 'mcp_task' | 'mcp_task_principal';
 
 /** Who a task belongs to: a digest of {@link ownerOf} (the same principal as MCP sessions). */
 export function taskOwner(p: Principal): string {

@@ -10,7 +10,8 @@
  * As A2A tasks (`../a2a/registry.ts`), not signed ids: the gateway records, when the answer to a
  * task-augmented `tools/call` names a task, that it belongs to the caller it was sent to and to the
  * tool the call named ({@link taskRecordOwner}), in the same registry (the store's `a2a_tasks`
- * records under `tessera serve`, kind `mcp_task`), before a byte naming it is relayed
+ * records under `tessera serve`, kind `mcp_task`; and its principal alone, kind
+ * `mcp_task_principal`, counted against `mcp.max_tasks_per_principal` across tools), before a byte naming it is relayed
  * ({@link TaskCreateForwardHandler}); a request naming a task is let through only for its owner,
  * and only while the rules still allow the owner's token a `tools/call` of that tool.
  *
@@ -65,7 +66,7 @@ export function createdTasks(message: unknown): string[] {
 const ANSWER_REFUSALS = {
   /** The upstream answered the caller with a task another principal owns. */
   mcp_upstream_task_foreign: 'the upstream answered with a task of another principal',
-  /** The caller owns `mcp.max_tasks_per_principal` live tasks of that tool on the route. */
+  /** The caller owns `mcp.max_tasks_per_principal` live tasks on the route (of any tool). */
   mcp_task_registry_full: 'the task an upstream answer names is more than the caller may own',
   /** The registry (the store) did not record the task. */
   mcp_task_registry_unavailable: 'the task an upstream answer names could not be recorded',

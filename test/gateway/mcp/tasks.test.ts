@@ -246,7 +246,7 @@ describe('gateway: MCP tasks recorded in a store are bound across instances (tes
     assert.equal((await requestEvents(b)).at(-1)?.reason, 'mcp_task_foreign');
   });
 
-  it('past mcp.max_tasks_per_principal (per tool) the answer creating one more is refused (503, -32000), nothing of it relayed', async () => {
+  it('past mcp.max_tasks_per_principal the answer creating one more is refused (503, -32000), nothing of it relayed', async () => {
     const carol = await token({ sub: 'carol', scope: 'mcp:use echo:use', client_id: 'carol-agent' });
     for (let i = 0; i < 2; i++) assert.equal((await rpc(a, carol, 'tools/call', { name: 'echo', arguments: {}, task: {} })).status, 200);
     const res = await rpc(a, carol, 'tools/call', { name: 'echo', arguments: {}, task: {} });
@@ -256,6 +256,60 @@ describe('gateway: MCP tasks recorded in a store are bound across instances (tes
     assert.equal((await requestEvents(a)).at(-1)?.reason, 'mcp_task_registry_full');
   });
 });
+
+for (const registry of ['store', 'memory'] as const) {
+  describe(`gateway: mcp.max_tasks_per_principal counts a principal's tasks across tools (${registry} registry)`, () => {
+    let upstream: StatelessMcpUpstream & { readonly store: InMemoryTaskStore };
+    let store: SqliteStore | undefined;
+    let gw: TestGateway;
+    let id = 0;
+    const rpc = (t: string, method: string, params: unknown) =>
+      fetch(`${gw.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${t}` },
+        body: JSON.stringify({ jsonrpc: '2.0', id: ++id, method, params }),
+      });
+
+    before(async () => {
+      upstream = await startTaskUpstream(true);
+      store = registry === 'store' ? SqliteStore.open({ path: ':memory:' }) : undefined;
+      gw = await startToolsGateway(
+        [mcpRoute(upstream.url, RULES, { mcp: { max_tasks_per_principal: 2 } })],
+        store === undefined ? {} : { taskStore: store },
+      );
+    });
+    after(async () => {
+      await gw?.close();
+      await upstream?.close();
+      await store?.close();
+    });
+
+    it('attack: a principal opening tasks with one tool after another holds more than the cap (refused past it)', async () => {
+      const erin = await token({ sub: 'erin', scope: 'mcp:use echo:use admin files:write', client_id: 'erin-agent' });
+      const call = (name: string) => rpc(erin, 'tools/call', { name, arguments: {}, task: {} });
+      const shown: string[] = [];
+      for (const tool of ['echo', 'admin.reset']) {
+        const created = await call(tool);
+        assert.equal(created.status, 200);
+        shown.push(((await created.json()) as { result: { task: { taskId: string } } }).result.task.taskId);
+      }
+      const res = await call('files.write');
+      assert.equal(res.status, 503);
+      const body = (await res.json()) as { error?: unknown; result?: unknown };
+      assert.equal(body.result, undefined);
+      assert.deepEqual(body.error, { code: -32000, message: 'The gateway cannot record more tasks now; try again later.' });
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'mcp_task_registry_full');
+      // The upstream made the task, but its id reached no one: naming it is refused as unknown.
+      const made = (await upstream.store.listTasks()).tasks.filter((t) => !shown.includes(t.taskId));
+      assert.equal(made.length, 1);
+      const named = await rpc(erin, 'tasks/get', { taskId: (made[0] as { taskId: string }).taskId });
+      assert.equal(named.status, 404);
+      // Another principal has a cap of its own.
+      const frank = await token({ sub: 'frank', scope: 'mcp:use files:write', client_id: 'frank-agent' });
+      assert.equal((await rpc(frank, 'tools/call', { name: 'files.write', arguments: {}, task: {} })).status, 200);
+    });
+  });
+}
 
 describe('gateway: MCP tasks when the task registry (the store) fails: refused, fail closed', () => {
   let upstream: StatelessMcpUpstream & { readonly store: InMemoryTaskStore };
