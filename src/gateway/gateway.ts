@@ -1785,14 +1785,26 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       responseHeaders: ['x-request-id', x.requestId],
       ownCredential: route.upstream.ownCredential,
     };
+    // The request a POST's event stream answers (not a notification's, not a response's): its error may end the stream.
+    const request = mcp?.rpc?.method != null && mcp.rpcId != null ? mcp.rpcId : undefined;
     if (mcp?.record !== undefined)
       proxied.handler = forwardWith(
-        new TaskCreateForwardHandler(res, proxied, options.responseHeaders, mcp.sign, mcp.record, options.ownCredential, mcp.toolsList),
+        new TaskCreateForwardHandler(
+          res,
+          proxied,
+          options.responseHeaders,
+          mcp.sign,
+          mcp.record,
+          options.ownCredential,
+          mcp.toolsList,
+          undefined,
+          request,
+        ),
         options,
       );
     else if (mcp !== undefined)
       proxied.handler = forwardWith(
-        new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign, options.ownCredential, mcp.toolsList),
+        new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign, options.ownCredential, mcp.toolsList, request),
         options,
       );
     else if (a2a?.card !== undefined) {

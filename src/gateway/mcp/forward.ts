@@ -9,11 +9,13 @@
  * @module
  */
 import type { ServerResponse } from 'node:http';
+import { type ErrorCode, TesseraError } from '../../core/errors.ts';
 import { REPRESENTATION_HEADERS } from '../http/headers.ts';
-import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader, validStatus } from '../proxy/forward.ts';
+import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader, StreamClosed, validStatus } from '../proxy/forward.ts';
+import type { StreamCloseReason } from '../streams.ts';
 import { EventIdSigner, isEventStream } from './events.ts';
 import { EndpointSigner } from './legacy.ts';
-import { isJsonContentType } from './message.ts';
+import { isJsonContentType, RPC_SERVER_ERROR, rpcErrorBody } from './message.ts';
 import { validSessionId } from './sessions.ts';
 import { filterToolsMessage, MessageKeys, ToolsListEvents, type ToolsListFilter, ToolsListInvalid } from './tools-list.ts';
 
@@ -116,6 +118,25 @@ function withoutRepresentation(raw: readonly Buffer[]): Buffer[] {
  * way ({@link ReadAnswer}): held up to `tools.limit` and filtered if its result lists tools, else
  * streamed once past the limit, cut if a tools list shows up; compressed and naming JSON, refused.
  */
+/**
+ * Why the gateway ends a request's stream that the request's JSON-RPC error then ends
+ * ({@link SessionForwardHandler.lastBytes}): the caller's authority is gone, and a resume would be
+ * refused. Not a shutdown: another instance may serve the resume.
+ */
+const CLOSE_REASONS: ReadonlySet<string> = new Set([
+  'token_revoked',
+  'revocation_unavailable',
+  'token_expired',
+  'token_inactive',
+  'token_scope_narrowed',
+  'token_identity_changed',
+  'policy_condition_failed',
+  'token_audience_invalid',
+  'introspection_unavailable',
+  'credential_withdrawn',
+  'config_narrowed',
+] satisfies StreamCloseReason[]);
+
 export class SessionForwardHandler extends ForwardHandler {
   readonly #sign: McpSigning;
   readonly #ownCredential: boolean;
@@ -127,6 +148,12 @@ export class SessionForwardHandler extends ForwardHandler {
   #held: { status: number; raw: Buffer[]; resume: () => void; chunks: Buffer[]; total: number } | undefined;
   /** Any other answer that is not an event stream, read for a tools list ({@link ReadAnswer}). */
   #answer: ReadAnswer | undefined;
+  /** The id of the JSON-RPC request (a POST) the stream answers; `undefined` for any other. */
+  readonly #rpcId: string | number | undefined;
+  /** The relayed stream's current line is empty, and no field line opened an event since the last one ended. */
+  #lineEmpty = true;
+  #eventOpen = false;
+  #lastCr = false;
 
   constructor(
     res: ServerResponse,
@@ -135,11 +162,55 @@ export class SessionForwardHandler extends ForwardHandler {
     sign: McpSigning,
     ownCredential = false,
     tools?: ToolsListForward,
+    rpcId?: string | number,
   ) {
     super(res, cb, extra, ownCredential);
     this.#sign = sign;
     this.#ownCredential = ownCredential;
     this.#tools = tools;
+    this.#rpcId = rpcId;
+  }
+
+  /**
+   * A request's event stream the gateway ends (its token revoked or expired, its authority gone, or
+   * its answer refused) ends with one more event, the JSON-RPC error answering the request (MCP:
+   * the stream of a POST should end with the request's response; the SDK client otherwise waits for
+   * it until its request timeout, or resumes, to be refused): when what was relayed ends between
+   * two events. Otherwise (an event begun) the connection is cut, as at shutdown, which a client
+   * may resume elsewhere.
+   */
+  override lastBytes(error: Error): string | undefined {
+    if (!(error instanceof StreamClosed) || !CLOSE_REASONS.has(error.reason)) return undefined;
+    return this.errorEvent(RPC_SERVER_ERROR, new TesseraError(error.reason as ErrorCode).description);
+  }
+
+  /** The event carrying the request's JSON-RPC error, when the stream relayed so far can end with it. */
+  protected errorEvent(code: number, message: string): string | undefined {
+    if (this.#rpcId === undefined || this.#events === undefined || !this.#lineEmpty || this.#eventOpen) return undefined;
+    return `data: ${rpcErrorBody(code, message, this.#rpcId)}\n\n`;
+  }
+
+  /** Follows where the relayed stream stands (SSE lines end with CR, LF or CRLF; an empty line ends an event). */
+  #track(bytes: Buffer): void {
+    let from = bytes.length;
+    while (from > 0 && (bytes[from - 1] === 0x0a || bytes[from - 1] === 0x0d)) from--;
+    if (from > 0) {
+      // A field (or comment) line is open, or ended: only the line ends after it matter.
+      this.#lineEmpty = false;
+      this.#eventOpen = true;
+      this.#lastCr = false;
+    }
+    for (let i = from; i < bytes.length; i++) {
+      const cr = bytes[i] === 0x0d;
+      if (!cr && this.#lastCr) {
+        // The LF of a CRLF: the line already ended at its CR.
+        this.#lastCr = false;
+        continue;
+      }
+      if (this.#lineEmpty) this.#eventOpen = false;
+      this.#lineEmpty = true;
+      this.#lastCr = cr;
+    }
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
@@ -252,7 +323,9 @@ export class SessionForwardHandler extends ForwardHandler {
 
   #relay(bytes: Buffer): boolean {
     if (this.#events !== undefined) bytes = this.#events.push(bytes);
-    return bytes.length === 0 ? true : super.onData(bytes);
+    if (bytes.length === 0) return true;
+    if (this.#rpcId !== undefined && this.#events !== undefined) this.#track(bytes);
+    return super.onData(bytes);
   }
 
   /**

@@ -18,7 +18,9 @@
  * @module
  */
 import type { ServerResponse } from 'node:http';
+import { TesseraError } from '../../core/errors.ts';
 import { DEFAULT_MAX_ANSWER, parsedAnswer } from '../a2a/answers.ts';
+import { upstreamRpcCode } from '../a2a/message.ts';
 import { type ForwardCallbacks, validStatus } from '../proxy/forward.ts';
 import { forwarderSteps, HeldAnswer, type RecordResult, type Unreadable } from '../proxy/held-answer.ts';
 import { type McpSigning, SessionForwardHandler, type ToolsListForward } from './forward.ts';
@@ -125,8 +127,9 @@ export class TaskCreateForwardHandler extends SessionForwardHandler {
     ownCredential = false,
     tools?: ToolsListForward,
     limit: number = MAX_TASK_ANSWER,
+    rpcId?: string | number,
   ) {
-    super(res, cb, extra, sign, ownCredential, tools);
+    super(res, cb, extra, sign, ownCredential, tools, rpcId);
     this.#held = new HeldAnswer(
       {
         ...forwarderSteps(this, SessionForwardHandler.prototype),
@@ -137,6 +140,12 @@ export class TaskCreateForwardHandler extends SessionForwardHandler {
       },
       limit,
     );
+  }
+
+  /** An answer refused mid-stream ends as a revoked one does: with the request's JSON-RPC error, between two events. */
+  override lastBytes(error: Error): string | undefined {
+    if (!(error instanceof TaskAnswerRefused)) return super.lastBytes(error);
+    return this.errorEvent(upstreamRpcCode(error.code), new TesseraError(error.code).description);
   }
 
   override abort(reason: Error): void {

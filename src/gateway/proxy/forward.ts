@@ -287,7 +287,8 @@ export class ForwardHandler {
 
   /**
    * What ends a stream (no length) the gateway fails for `error` after its head went out, so the
-   * caller reads why; `undefined` (here, always) cuts the connection instead.
+   * caller reads why; `undefined` (here, always) cuts the connection instead, or, for a close the
+   * gateway initiates ({@link StreamClosed}), ends the stream cleanly.
    */
   lastBytes(_error: Error): string | undefined {
     return undefined;
@@ -308,7 +309,8 @@ export class ForwardHandler {
       // of the stream); so does a refusal a subclass ends with its own last bytes (an SSE event
       // carrying the error); a response with a length (a download cut on revocation) and an
       // upstream failure cut the connection, so the caller knows the body is incomplete.
-      const last = !this.#streaming || this.#res.destroyed ? undefined : error instanceof StreamClosed ? '' : this.lastBytes(error);
+      const last =
+        !this.#streaming || this.#res.destroyed ? undefined : (this.lastBytes(error) ?? (error instanceof StreamClosed ? '' : undefined));
       if (last === undefined) this.#res.destroy();
       else {
         this.#bytes += Buffer.byteLength(last);

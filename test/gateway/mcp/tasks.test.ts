@@ -6,12 +6,22 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTaskStore } from '@modelcontextprotocol/sdk/experimental/tasks/stores/in-memory.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { CreateTaskResultSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { SqliteStore } from '../../../src/store/sqlite/store.ts';
 import { mcpRoute, requestEvents, type TestGateway, token } from '../helpers.ts';
-import { ACCEPT, dataLines, RULES, type StatelessMcpUpstream, startStatelessMcpUpstream, startToolsGateway } from './helpers.ts';
+import {
+  ACCEPT,
+  connectClient,
+  dataLines,
+  RULES,
+  type StatelessMcpUpstream,
+  startStatelessMcpUpstream,
+  startToolsGateway,
+} from './helpers.ts';
 
 /** A stateless MCP SDK server whose task-capable tools (`echo`, `admin.reset`) run as tasks in one shared store. */
 async function startTaskUpstream(json: boolean): Promise<StatelessMcpUpstream & { readonly store: InMemoryTaskStore }> {
@@ -310,6 +320,48 @@ for (const registry of ['store', 'memory'] as const) {
     });
   });
 }
+
+describe('gateway: an MCP request stream the gateway ends answers the pending request (real SDK client)', () => {
+  let upstream: StatelessMcpUpstream & { readonly store: InMemoryTaskStore };
+  let gw: TestGateway;
+  const clients: Client[] = [];
+
+  before(async () => {
+    upstream = await startTaskUpstream(false);
+    gw = await startToolsGateway([mcpRoute(upstream.url, RULES)]);
+  });
+  after(async () => {
+    for (const c of clients) await c.close();
+    await gw?.close();
+    await upstream?.close();
+  });
+
+  it('attack: tasks/result waiting on a task when its token expires gets a JSON-RPC error, not a silent end (the client waited out its timeout)', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    // Expired 28 s ago: accepted under the 30 s clock skew for 2 s more (see streaming.test.ts).
+    const t = await token({ sub: 'alice', scope: 'mcp:use admin', client_id: 'alice-agent', iat: now - 40, exp: now - 28 });
+    const client = await connectClient(`${gw.url}/mcp`, t, clients);
+    const created = await client.request(
+      { method: 'tools/call', params: { name: 'admin.reset', arguments: { hold: true }, task: { ttl: 60_000 } } },
+      CreateTaskResultSchema,
+    );
+    const start = Date.now();
+    // The SDK server answers tasks/result once the task ends: this one never does.
+    const waiting = client.request({ method: 'tasks/result', params: { taskId: created.task.taskId } }, z.object({}).loose(), {
+      timeout: 20_000,
+    });
+    await assert.rejects(waiting, (e: unknown) => {
+      assert.ok(e instanceof McpError, String(e));
+      assert.equal(e.code, -32000);
+      assert.match(e.message, /The access token expired\./);
+      return true;
+    });
+    assert.ok(Date.now() - start < 10_000, `rejected after ${Date.now() - start} ms`);
+    await gw.served.gateway.audit.flush();
+    const closed = gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed').at(-1);
+    assert.equal(closed?.reason, 'token_expired');
+  });
+});
 
 describe('gateway: MCP tasks when the task registry (the store) fails: refused, fail closed', () => {
   let upstream: StatelessMcpUpstream & { readonly store: InMemoryTaskStore };
