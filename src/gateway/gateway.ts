@@ -1135,7 +1135,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       }
       let rpc: RpcFacts = { tool: null, method: null };
       let rpcId: string | number | null = null;
-      let taskFacts: { readonly taskId?: string; readonly task?: true } = {};
+      let taskFacts: { readonly taskId?: string; readonly task?: true; readonly relatedTask?: string } = {};
       let body: Buffer | undefined;
       if (hasBody) {
         if (!isJsonContentType(req.headers['content-type'])) {
@@ -1177,8 +1177,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           denyRpc(x, res, new TesseraError('mcp_task_list_refused'), RPC_METHOD_NOT_FOUND, rpcId);
           return;
         }
-        if (namesTask(rpc.method)) {
-          const checked = await checkMcpTask(route.id, taskFacts.taskId, owner, m.taskTtl * 1000);
+        // The task a tasks/* request names, and the one any request or notification says it belongs
+        // to (params._meta related-task: an upstream queues its answer to that task, or writes to it).
+        const named = [
+          ...(namesTask(rpc.method) ? [taskFacts.taskId] : []),
+          ...(taskFacts.relatedTask !== undefined ? [taskFacts.relatedTask] : []),
+        ];
+        for (const task of named) {
+          const checked = await checkMcpTask(route.id, task, owner, m.taskTtl * 1000);
           if ('refused' in checked) {
             const notFound = checked.refused === 'mcp_task_unknown' || checked.refused === 'mcp_task_foreign';
             denyRpc(x, res, new TesseraError(checked.refused), notFound ? RPC_INVALID_PARAMS : RPC_SERVER_ERROR, rpcId);
@@ -1186,9 +1192,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           }
           // Decided again as a call of the tool that created the task: a token of the owner no longer
           // allowed that tool (another token of the same principal, narrower) reads nothing of it.
-          x.tool = recordableName(checked.tool, x.secrets);
+          if (namesTask(rpc.method)) x.tool = recordableName(checked.tool, x.secrets);
           const again = route.pipeline.authz.authorize(greq, principal, { tool: checked.tool, method: 'tools/call' });
-          if (!again.ok)
+          if (!again.ok && decision.ok)
             decision = again.rule
               ? { ok: false, error: again.error, principal, rule: again.rule }
               : { ok: false, error: again.error, principal };

@@ -29,6 +29,12 @@ export type McpMessage =
       readonly taskId?: string;
       /** `params.task` is present: the request asks to run as a task (a task-augmented request, MCP 2025-11-25). */
       readonly task?: true;
+      /**
+       * The task a request or notification says it belongs to (`params._meta` {@link RELATED_TASK}
+       * `.taskId`, MCP 2025-11-25): an upstream runs it in that task's context (the MCP SDK queues
+       * its answer to that task's messages, and may set the task `input_required`).
+       */
+      readonly relatedTask?: string;
     }
   | {
       readonly ok: false;
@@ -104,7 +110,11 @@ export function isDecidableName(name: string): boolean {
 
 /** The members of a JSON-RPC message (§4, §5), and the member of `params` the gateway decides on. */
 export const MESSAGE_MEMBERS: readonly string[] = ['jsonrpc', 'id', 'method', 'params', 'result', 'error'];
-const PARAMS_MEMBERS: readonly string[] = ['name', 'taskId', 'task'];
+const PARAMS_MEMBERS: readonly string[] = ['name', 'taskId', 'task', '_meta'];
+
+/** The `_meta` key naming the task a message belongs to (MCP 2025-11-25). */
+export const RELATED_TASK = 'io.modelcontextprotocol/related-task';
+const RELATED_TASK_MEMBERS: readonly string[] = ['taskId'];
 
 /**
  * True when `object` has a key that is not one of `members` but that some upstream parser reads as
@@ -185,8 +195,17 @@ export function readMessage(body: Uint8Array): McpMessage {
   // Only when there: a message without them reads as it did before tasks.
   const taskId = paramsObject?.taskId;
   const task = paramsObject?.task;
+  const meta = paramsObject?._meta;
+  const related = isObject(meta) ? meta[RELATED_TASK] : undefined;
+  // A related task the gateway cannot read as one task id is refused: an upstream may read it anyway.
+  if (
+    related !== undefined &&
+    (!isObject(related) || typeof related.taskId !== 'string' || hasMemberLookalike(related, RELATED_TASK_MEMBERS))
+  )
+    return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_PARAMS, id };
   const tasks = {
     ...(typeof taskId === 'string' ? { taskId } : {}),
+    ...(related !== undefined ? { relatedTask: related.taskId as string } : {}),
     // Any value: an upstream may test it for truth (the MCP SDK's McpServer does), not for an object.
     ...(task !== undefined ? { task: true as const } : {}),
   };

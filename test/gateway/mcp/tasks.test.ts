@@ -56,6 +56,12 @@ async function startTaskUpstream(json: boolean): Promise<StatelessMcpUpstream & 
         },
       );
     }
+    // A plain tool that, called in a task's context (params._meta related-task), completes that task with its output.
+    mcp.registerTool('note', { inputSchema: { text: z.string().optional() } }, async ({ text }, extra) => {
+      const content = [{ type: 'text' as const, text: `note:${text ?? ''}` }];
+      if (extra.taskId !== undefined) await extra.taskStore?.storeTaskResult(extra.taskId, 'completed', { content });
+      return { content };
+    });
     return mcp.server;
   };
   const upstream = await startStatelessMcpUpstream(json, server);
@@ -204,6 +210,39 @@ for (const mode of ['json', 'sse'] as const) {
       assert.equal(res.status, 400);
       assert.doesNotMatch(await res.text(), /theirs/);
       assert.equal((await lastEvent())?.reason, 'mcp_message_invalid');
+    });
+
+    it("attack: a request in another principal's task context (params._meta related-task) writes that task", async () => {
+      const alice = await mint('alice', 'mcp:use admin');
+      const bob = await mint('bob', 'mcp:use');
+      const task = await createTask(alice, 'admin.reset', { text: 'x', hold: true });
+      const meta = { 'io.modelcontextprotocol/related-task': { taskId: task } };
+      const res = await rpc(bob, 'tools/call', { name: 'note', arguments: { text: 'forged' }, _meta: meta });
+      assert.equal(res.status, 404);
+      assert.doesNotMatch(await res.text(), /note:forged/);
+      assert.equal((await lastEvent())?.reason, 'mcp_task_foreign');
+      assert.equal((await upstream.store.getTask(task))?.status, 'working');
+      // A notification too, and a related task the gateway cannot read as one id.
+      const note = await fetch(`${gw.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${bob}` },
+        body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1, progress: 1, _meta: meta } }),
+      });
+      assert.equal(note.status, 404);
+      for (const related of [{ taskId: 7 }, 'x', { taskId: task, TaskId: 'y' }]) {
+        const odd = await rpc(bob, 'tools/call', {
+          name: 'note',
+          arguments: {},
+          _meta: { 'io.modelcontextprotocol/related-task': related },
+        });
+        assert.equal(odd.status, 400, JSON.stringify(related));
+      }
+      const lookalike = await rpc(bob, 'tools/call', { name: 'note', arguments: {}, _Meta: meta });
+      assert.equal(lookalike.status, 400);
+      // Its owner runs a request in its context.
+      const own = await response(await rpc(alice, 'tools/call', { name: 'note', arguments: { text: 'mine' }, _meta: meta }));
+      assert.deepEqual((own.result as { content: unknown }).content, [{ type: 'text', text: 'note:mine' }]);
+      assert.equal((await upstream.store.getTask(task))?.status, 'completed');
     });
 
     it('a route with bind_tasks: false leaves tasks to the upstream (any caller reads any task)', async () => {
