@@ -75,6 +75,15 @@ async function startTaskUpstream(json: boolean): Promise<StatelessMcpUpstream & 
   };
 }
 
+let posted = 0;
+/** A JSON-RPC request (or, `notification`, a notification) POSTed to `url` with `t` as its bearer. */
+const post = (url: string, t: string, message: { method: string; params?: unknown }, notification = false) =>
+  fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${t}` },
+    body: JSON.stringify({ jsonrpc: '2.0', ...(notification ? {} : { id: ++posted }), ...message }),
+  });
+
 /** The JSON-RPC messages of an answer: its JSON body, or the data of each SSE event. */
 async function messages(res: Response): Promise<Record<string, unknown>[]> {
   const text = await res.text();
@@ -223,11 +232,8 @@ for (const mode of ['json', 'sse'] as const) {
       assert.equal((await lastEvent())?.reason, 'mcp_task_foreign');
       assert.equal((await upstream.store.getTask(task))?.status, 'working');
       // A notification too, and a related task the gateway cannot read as one id.
-      const note = await fetch(`${gw.url}/mcp`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${bob}` },
-        body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1, progress: 1, _meta: meta } }),
-      });
+      const params = { progressToken: 1, progress: 1, _meta: meta };
+      const note = await post(`${gw.url}/mcp`, bob, { method: 'notifications/progress', params }, true);
       assert.equal(note.status, 404);
       for (const related of [{ taskId: 7 }, 'x', { taskId: task, TaskId: 'y' }]) {
         const odd = await rpc(bob, 'tools/call', {
@@ -311,13 +317,7 @@ for (const registry of ['store', 'memory'] as const) {
     let upstream: StatelessMcpUpstream & { readonly store: InMemoryTaskStore };
     let store: SqliteStore | undefined;
     let gw: TestGateway;
-    let id = 0;
-    const rpc = (t: string, method: string, params: unknown) =>
-      fetch(`${gw.url}/mcp`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${t}` },
-        body: JSON.stringify({ jsonrpc: '2.0', id: ++id, method, params }),
-      });
+    const rpc = (t: string, method: string, params: unknown) => post(`${gw.url}/mcp`, t, { method, params });
 
     before(async () => {
       upstream = await startTaskUpstream(true);
