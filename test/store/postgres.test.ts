@@ -334,6 +334,20 @@ if (!reachable) {
       } as typeof query;
       return {
         runs: () => runs,
+        /**
+         * How many of the store's sessions are waiting for a lock `pid` holds: who a session waits
+         * for, not only that it waits (a session PostgreSQL has just woken still shows its old wait
+         * until it is scheduled, and under load that can take a while).
+         */
+        blockedBy: async (pid: number) =>
+          Number(
+            (
+              await watch.query(
+                'SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND pg_blocking_pids(pid) @> ARRAY[$2::int]',
+                [app, pid],
+              )
+            ).rows[0].n,
+          ),
         waiting: async () =>
           Number(
             (
@@ -511,8 +525,12 @@ if (!reachable) {
         assert.equal(won.status, 'redeemed');
         const grantId = won.status === 'redeemed' ? won.grant.id : '';
         // The revocation, past the code (redeemed, kept locked), waits for the client's row; the
-        // code is replayed meanwhile.
-        await until(async () => (await w.waiting()) === 1);
+        // code is replayed meanwhile. Known by whom it waits for, the session holding the client's
+        // row, not by how many wait: woken by the winner's commit, the revocation shows its wait
+        // for the code's row until it runs, and a replay begun then took the row first (the
+        // revocation then found the tree revoked by it, and the replay never waited: timed out).
+        const creationPid = Number((await creation.query('SELECT pg_backend_pid() AS p')).rows[0].p);
+        await until(async () => (await w.blockedBy(creationPid)) === 1);
         const replay = redeem();
         await until(async () => (await w.waiting()) === 2);
         await creation.query('COMMIT');
