@@ -125,7 +125,7 @@ export async function openService(
   if (needMaster && master === undefined) {
     throw new CliError(`no master key: set ${MASTER_KEY_ENV} or run \`tessera init\` to create ${config.data_dir}/master.key`);
   }
-  const store = await openStore(config);
+  const store = await openStore(config, runtime.onWarning ? { onWarning: runtime.onWarning } : {});
   // Key files of the issuers token exchange trusts are the configuration file's neighbours, as for the gateway.
   const service = createTokenServiceFromConfig(config, {
     store,

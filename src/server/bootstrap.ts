@@ -116,6 +116,7 @@ export function loadMasterKey(
 
 /**
  * Open the configured store (creating the SQLite file and `data_dir`, or the PostgreSQL schema).
+ * `onWarning` hears the PostgreSQL store's lost connections (one line each, never the URL).
  * A data directory, or a `store.sqlite.path` directory, that other local users could change is
  * refused with a {@link DataDirError} ({@link checkDataDir}, {@link checkStoreDir}).
  * On Node 22, loading `tessera/token-service` prints Node's `ExperimentalWarning: SQLite is an
@@ -130,10 +131,16 @@ export function loadMasterKey(
  * await store.close();
  * ```
  */
-export async function openStore(config: TesseraConfig): Promise<Store> {
+export async function openStore(config: TesseraConfig, options: { readonly onWarning?: (message: string) => void } = {}): Promise<Store> {
   const s = resolveStore(config);
   if (s.driver === 'postgres') {
-    return PostgresStore.open({ connectionString: s.url, schema: s.schema, max: s.poolSize, requestTimeoutMillis: s.requestTimeoutMs });
+    return PostgresStore.open({
+      connectionString: s.url,
+      schema: s.schema,
+      max: s.poolSize,
+      requestTimeoutMillis: s.requestTimeoutMs,
+      ...(options.onWarning ? { onWarning: options.onWarning } : {}),
+    });
   }
   if (s.path !== ':memory:') {
     ensureDataDir(config.data_dir);

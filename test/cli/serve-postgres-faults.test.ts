@@ -109,3 +109,81 @@ store: { driver: postgres, postgres: { url: "\${DATABASE_URL}", schema: ${schema
     assert.equal((await introspect()).status, 200, 'the pool serves again');
   });
 });
+
+describe('tessera serve on PostgreSQL whose pooled connections are terminated while idle', {
+  skip: reachable ? false : 'PostgreSQL is not reachable',
+}, () => {
+  const idleSchema = `${schema}_idle`;
+  const app = `${idleSchema}_app`;
+  let dir: string;
+  let base: string;
+  let server: Listening;
+  let secret: string;
+  let password: string;
+
+  before(async () => {
+    // The test server trusts loopback and never asks for the password; a URL given one keeps its own.
+    const withPassword = new URL(url);
+    if (withPassword.password === '') withPassword.password = 'pw-k3Vd-never-in-a-log';
+    password = decodeURIComponent(withPassword.password);
+    withPassword.searchParams.set('application_name', app);
+    const env = { ...process.env, DATABASE_URL: withPassword.toString(), TESSERA_MASTER_KEY: generateMasterKey().text };
+    dir = mkdtempSync(join(tmpdir(), 'tessera-serve-pg-idle-'));
+    mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    writeFileSync(
+      join(dir, 'tessera.yaml'),
+      `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${port} }
+store: { driver: postgres, postgres: { url: "\${DATABASE_URL}", schema: ${idleSchema} } }
+`,
+    );
+    const tessera = async (...args: string[]) =>
+      (await promisify(execFile)(process.execPath, [MAIN, ...args, '-c', join(dir, 'tessera.yaml')], { cwd: dir, env })).stdout;
+    await tessera('keys', 'rotate', '--now');
+    secret = (
+      JSON.parse(await tessera('clients', 'add', 'agent', '--audiences', 'https://api.test', '--json')) as { client_secret: string }
+    ).client_secret;
+    server = await spawnListening(process.execPath, [MAIN, 'serve', '-c', join(dir, 'tessera.yaml')], port, env);
+  });
+  after(async () => {
+    await server?.stop();
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    await admin.query(`DROP SCHEMA IF EXISTS ${idleSchema} CASCADE`);
+    await admin.end();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const form = (path: string, body: Record<string, string>) =>
+    fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { authorization: basic('agent', secret), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(body),
+      signal: AbortSignal.timeout(20_000),
+    });
+
+  it('attack: introspection right after it answers 200, never 503, and the lost connections are logged by their code, never with the URL’s password', async () => {
+    const issued = await form('/oauth2/token', { grant_type: 'client_credentials' });
+    assert.equal(issued.status, 200);
+    const { access_token: token } = (await issued.json()) as { access_token: string };
+    const introspect = () => form('/oauth2/introspect', { token });
+    await Promise.all(Array.from({ length: 6 }, () => introspect()));
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [app]);
+    } finally {
+      await admin.end();
+    }
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await introspect()).status);
+    statuses.push(...(await Promise.all(Array.from({ length: 4 }, () => introspect()))).map((r) => r.status));
+    assert.deepEqual(statuses, Array(8).fill(200));
+    await until(() => /PostgreSQL (?:closed an idle pooled connection|connection found lost) \(57P01\)/.test(server.output()), 5000).catch(
+      () => assert.fail(`no warning logged: ${server.output()}`),
+    );
+    assert.ok(!server.output().includes(password), 'the password is in the log');
+  });
+});

@@ -34,6 +34,12 @@ export interface FaultProxy {
    */
   down(): void;
   /**
+   * Every connection open now is reset as soon as the client sends anything on it, as by
+   * {@link FaultProxy.down}, but new connections pass: a failover that moved the server's address
+   * (its old sessions gone without a word, a new server answering), before the client heard of it.
+   */
+  doom(): void;
+  /**
    * Black-hole every open connection, or only connection `only` (nothing passes either way, nothing is closed); with
    * `newToo`, connections made from now on are accepted and black-holed too (a server that
    * stopped answering). Until {@link FaultProxy.heal}, or for ever for those already open.
@@ -46,9 +52,11 @@ export interface FaultProxy {
   heal(): void;
   /**
    * Once the server has sent a chunk for which `match` holds (after that chunk is passed on to
-   * the client), call `then` (once). For a fault at a precise point of a protocol exchange.
+   * the client; with `withhold`, instead of passing it on), call `then` (once). For a fault at a
+   * precise point of a protocol exchange: withheld, an answer the server sent (a `COMMIT`'s, say)
+   * never reaches the client.
    */
-  trap(match: (fromServer: Buffer, connection: number) => boolean, then: () => void): void;
+  trap(match: (fromServer: Buffer, connection: number) => boolean, then: () => void, options?: { readonly withhold?: boolean }): void;
   /** Stop listening and destroy every connection. */
   close(): Promise<void>;
 }
@@ -82,7 +90,7 @@ export async function faultProxy(target: { readonly host: string; readonly port:
   /** Every socket not yet closed (a black-holed connection's other end outlives its pair). */
   const sockets = new Set<Socket>();
   let mode: 'pass' | 'refuse' | 'hole' = 'pass';
-  let traps: { match: (d: Buffer, id: number) => boolean; then: () => void }[] = [];
+  let traps: { match: (d: Buffer, id: number) => boolean; then: () => void; withhold: boolean }[] = [];
   let next = 0;
   const server: Server = createServer((inbound) => {
     inbound.on('error', () => {});
@@ -116,8 +124,8 @@ export async function faultProxy(target: { readonly host: string; readonly port:
     });
     outbound.on('data', (d: Buffer) => {
       if (pair.holed) return;
-      inbound.write(d);
       const fired = traps.filter((t) => t.match(d, pair.id));
+      if (!fired.some((t) => t.withhold)) inbound.write(d);
       if (fired.length === 0) return;
       traps = traps.filter((t) => !fired.includes(t));
       for (const t of fired) t.then();
@@ -141,6 +149,9 @@ export async function faultProxy(target: { readonly host: string; readonly port:
       mode = 'refuse';
       for (const p of pairs) p.doomed = true;
     },
+    doom() {
+      for (const p of pairs) p.doomed = true;
+    },
     blackHole(options = {}) {
       for (const p of pairs) if (options.only === undefined || p.id === options.only) p.holed = true;
       if (options.newToo) mode = 'hole';
@@ -149,8 +160,8 @@ export async function faultProxy(target: { readonly host: string; readonly port:
       mode = 'pass';
       for (const p of pairs) p.doomed = false;
     },
-    trap(match, then) {
-      traps.push({ match, then });
+    trap(match, then, options = {}) {
+      traps.push({ match, then, withhold: options.withhold === true });
     },
     async close() {
       for (const socket of [...sockets]) socket.destroy();

@@ -275,3 +275,67 @@ describe('the sync tick while PostgreSQL does not answer', { skip }, () => {
     assert.equal(failed(), 1, warnings.join('\n'));
   });
 });
+
+describe('token requests right after every pooled connection was terminated while idle (a failover, a restart, a pooler recycling them)', {
+  skip,
+}, () => {
+  const schema = `${base}_idle`;
+  const app = `${base}_idle`;
+  let issuer: RunningIssuer;
+  let other: pg.Client;
+  let secret: string;
+
+  before(async () => {
+    const withApp = new URL(url);
+    withApp.searchParams.set('application_name', app);
+    const store = await PostgresStore.open({ connectionString: withApp.href, schema, max: 4 });
+    issuer = await startIssuer({ store, config: { token_service: { sync_interval: '60s' } } });
+    secret = (await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: [EXCHANGE] })).secret;
+    other = new pg.Client({ connectionString: url });
+    await other.connect();
+  });
+  after(async () => {
+    await other?.end();
+    await issuer?.close();
+    await dropSchema(schema);
+  });
+
+  it('attack: no token exchange or introspection answers 503 for a connection that died while idle, one after another or all at once', async () => {
+    const exchange = async () => {
+      const user = await issuer.service.mint({ clientId: 'agent', subject: `s-${randomUUID()}`, ttl: 600 });
+      return issuer.post(
+        '/oauth2/token',
+        { grant_type: EXCHANGE, subject_token: user.access_token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' },
+        { authorization: basic('agent', secret) },
+      );
+    };
+    const introspect = async (token: string) => issuer.post('/oauth2/introspect', { token }, { authorization: basic('agent', secret) });
+    const first = await exchange();
+    assert.equal(first.status, 200);
+    const { access_token: token } = (await first.json()) as { access_token: string };
+    const sessions = async () =>
+      Number((await other.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [app])).rows[0].n);
+    for (const round of [0, 1]) {
+      // Several pooled connections, idle.
+      await Promise.all(Array.from({ length: 8 }, () => exchange()));
+      assert.ok((await sessions()) > 1, 'several pooled connections');
+      await other.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [app]);
+      const statuses: number[] = [];
+      if (round === 0) {
+        for (let i = 0; i < 4; i++) {
+          statuses.push((await exchange()).status);
+          const r = await introspect(token);
+          statuses.push(r.status);
+          assert.equal(((await r.json()) as { active: boolean }).active, true);
+        }
+      } else {
+        const all = await Promise.all([
+          ...Array.from({ length: 6 }, () => exchange()),
+          ...Array.from({ length: 6 }, () => introspect(token)),
+        ]);
+        statuses.push(...all.map((r) => r.status));
+      }
+      assert.deepEqual(statuses, Array(statuses.length).fill(200), `round ${round}`);
+    }
+  });
+});

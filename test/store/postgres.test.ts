@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
+import { inspect } from 'node:util';
 import pg from 'pg';
 import { idFloor, uuidv7 } from '../../src/audit/id.ts';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
@@ -16,8 +17,8 @@ import { LISTENER_APPLICATION_NAME, Listener } from '../../src/store/postgres/li
 import { PostgresStore, type PostgresStoreOptions, revocationChannel } from '../../src/store/postgres/store.ts';
 import { a2aTaskKey } from '../../src/store/rows.ts';
 import { until } from '../helpers/net.ts';
-import { postgresReachable } from '../helpers/postgres.ts';
-import { faultProxy } from '../helpers/tcp-fault-proxy.ts';
+import { postgresReachable, storeBehindFaultProxy } from '../helpers/postgres.ts';
+import { commandComplete, faultProxy } from '../helpers/tcp-fault-proxy.ts';
 import { clientRecord, code, newGrant, runStoreContract, testClock } from './contract.ts';
 
 const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -1051,17 +1052,278 @@ if (!reachable) {
         await refused;
         await other.query("SELECT pg_advisory_unlock(hashtext('tessera.grant:' || $1))", [root.id]);
         assert.equal(await store.getGrant(child.id), undefined);
-        // Every pooled connection gone too (once their backends have exited): the next calls connect again.
-        const sessions = async () =>
-          Number((await other.query('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [app])).rows[0].n);
+        // Every pooled connection gone too: the next calls do not wait for the pool to hear of it.
         await other.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [app]);
-        await until(async () => (await sessions()) === 0);
-        await new Promise((r) => setTimeout(r, 100));
         assert.equal(typeof (await store.createGrant(newGrant({ parentId: root.id }, now), now)), 'object');
         assert.equal(await store.useOnce('jti', now + 60, now), true);
       } finally {
         await close();
       }
+    });
+
+    /** Client `agent`, a grant and a current refresh token of it; `rotate(graceSeconds)` rotates that token. */
+    async function currentToken(store: PostgresStore) {
+      await store.createClient(clientRecord({ id: 'agent' }, now));
+      const grant = (await store.createGrant(newGrant({}, now), now)) as { id: string; rootId: string };
+      const hash = `rt_${Math.random().toString(36).slice(2)}`;
+      await store.createRefreshToken({
+        hash,
+        grantId: grant.id,
+        clientId: 'agent',
+        createdAt: now,
+        expiresAt: now + 3600,
+        rotatedAt: null,
+        revokedAt: null,
+      });
+      const next = `${hash}_next`;
+      const rotate = (graceSeconds: number, nextHash = next) =>
+        store.rotateRefreshToken(hash, {
+          clientId: 'agent',
+          nextHash,
+          nextExpiresAt: now + 7200,
+          now: now + 10,
+          graceSeconds,
+          entryExpiresAt: now + 600,
+        });
+      return { grant, hash, next, rotate };
+    }
+
+    it('a refresh rotation whose connection is terminated mid-transaction (waiting for its tree’s lock) is StoreUnavailableError, not run again behind the operator’s back: rolled back whole (the old token current, no successor), and the client’s retry rotates it once', async () => {
+      const { store, other, app, close } = await heldStore();
+      try {
+        const { grant, hash, next, rotate } = await currentToken(store);
+        await other.query("SELECT pg_advisory_lock(hashtext('tessera.grant:' || $1))", [grant.id]);
+        const killed = rotate(0).catch((e: unknown) => e);
+        await until(
+          async () =>
+            Number(
+              (
+                await other.query(
+                  "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                  [app],
+                )
+              ).rows[0].n,
+            ) === 1,
+        );
+        await other.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'", [app]);
+        // Free before its outcome: run again, the rotation would go through now.
+        await other.query("SELECT pg_advisory_unlock(hashtext('tessera.grant:' || $1))", [grant.id]);
+        const outcome = await killed;
+        assert.ok(outcome instanceof StoreUnavailableError, `the rotation answered ${JSON.stringify(outcome)}`);
+        // The old state whole: never the old token spent without its successor, nor both current.
+        assert.equal((await store.getRefreshToken(hash))?.rotatedAt, null);
+        assert.equal(await store.getRefreshToken(next), undefined);
+        const retried = await rotate(0);
+        assert.equal(retried.status, 'rotated');
+        assert.equal((await store.getRefreshToken(hash))?.rotatedAt, now + 10);
+        assert.equal((await store.getRefreshToken(next))?.rotatedAt, null);
+        assert.equal((await store.getGrant(grant.id))?.revokedAt, null);
+      } finally {
+        await close();
+      }
+    });
+
+    it('attack: a refresh rotation whose COMMIT PostgreSQL carried out but whose answer was lost (the connection reset just then) is StoreUnavailableError, never run again by the store (a second run would take its own rotation for a reuse and revoke the family): the new state alone (the old token spent, one successor, the grant live); the client’s retry within refresh_reuse_grace is refused without revoking the family', async () => {
+      const { store, proxy } = await storeBehindFaultProxy(url, schemaName());
+      try {
+        const { grant, hash, next, rotate } = await currentToken(store);
+        proxy.trap(
+          (d, id) => {
+            if (!d.includes(commandComplete('COMMIT'))) return false;
+            proxy.reset({ only: id });
+            return true;
+          },
+          () => {},
+          { withhold: true },
+        );
+        await assert.rejects(rotate(0), StoreUnavailableError);
+        assert.equal((await store.getRefreshToken(hash))?.rotatedAt, now + 10, 'committed');
+        assert.equal((await store.getRefreshToken(next))?.rotatedAt, null);
+        assert.equal((await store.getGrant(grant.id))?.revokedAt, null, 'the family is not revoked');
+        // The client, told 503, retries with the token it holds: a reuse. Within the grace period
+        // it is refused and the family kept (with none, the reuse revokes it: see refresh_reuse_grace).
+        assert.equal((await rotate(60, `${hash}_again`)).status, 'grace');
+        assert.equal((await store.getGrant(grant.id))?.revokedAt, null);
+      } finally {
+        await store.close();
+        await proxy.close();
+      }
+    });
+  });
+
+  describe('postgres: pooled connections that died while idle', () => {
+    const now = 1_800_000_000;
+
+    /**
+     * A store whose sessions carry an application_name of their own, on a URL with a password (the
+     * test server trusts loopback and never asks for it; a URL given one keeps its own), and every
+     * warning it gives; and `other`, a plain session to terminate its backends from.
+     */
+    async function idleStore(options: Omit<PostgresStoreOptions, 'connectionString' | 'schema'> = {}) {
+      const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+      const withPassword = new URL(url);
+      if (withPassword.password === '') withPassword.password = 'pw-7Rq2-never-in-a-log';
+      withPassword.searchParams.set('application_name', app);
+      const warnings: string[] = [];
+      const schema = schemaName();
+      const store = await PostgresStore.open({
+        connectionString: withPassword.href,
+        schema,
+        onWarning: (m) => warnings.push(m),
+        ...options,
+      });
+      const other = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await other.connect();
+      await store.createClient(clientRecord({ id: 'agent' }, now));
+      const sessions = async (where = 'true') =>
+        Number(
+          (await other.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND ${where}`, [app])).rows[0].n,
+        );
+      return {
+        store,
+        other,
+        app,
+        warnings,
+        password: decodeURIComponent(withPassword.password),
+        sessions,
+        /** Opens `n` pooled connections at once (grant creations queued on alice’s lock) and leaves them idle. */
+        warm: async (n: number) => {
+          await other.query("SELECT pg_advisory_lock(hashtext('tessera.subject:' || $1))", ['alice']);
+          const calls = Array.from({ length: n }, () => store.createGrant(newGrant({}, now), now));
+          await until(async () => (await sessions("wait_event_type = 'Lock'")) === n);
+          await other.query("SELECT pg_advisory_unlock(hashtext('tessera.subject:' || $1))", ['alice']);
+          for (const r of await Promise.all(calls)) assert.equal(typeof r, 'object');
+          assert.equal(await sessions(), n);
+        },
+        /** What a failover, a restart or a pooler's recycle does to the idle connections. */
+        terminate: async () => {
+          await other.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [app]);
+        },
+        close: async () => {
+          await other.end();
+          await store.close();
+        },
+      };
+    }
+
+    it('attack: every pooled connection terminated while idle (a failover, a restart, a pooler recycling them), the calls right after it succeed, none fails for a dead connection: a transaction (grant creation), a read (a revocation check), single writes (a DPoP jti, audit events), one after another and all at once', async () => {
+      const { store, warm, terminate, warnings, password, close } = await idleStore({ max: 4 });
+      try {
+        await warm(4);
+        await terminate();
+        // One after another, at once: each call gets a connection the pool has not yet heard is dead.
+        assert.equal(typeof (await store.createGrant(newGrant({}, now), now)), 'object');
+        assert.equal(await store.tokenRevoked('jti-1'), false);
+        assert.equal(await store.useOnce('dpop:jti-1', now + 60, now), true);
+        assert.equal(await store.useOnce('dpop:jti-1', now + 60, now), false, 'recorded once');
+        await store.appendAudit([
+          { id: uuidv7(now * 1000), time: now, kind: 'token.issued', decision: 'allow', reason: 'ok', client_id: 'agent' },
+        ]);
+        assert.equal(await store.tokenRevoked('jti-2'), false);
+
+        await warm(4);
+        await terminate();
+        const grants = Array.from({ length: 4 }, () => newGrant({}, now));
+        const results = await Promise.all([
+          ...grants.map((g) => store.createGrant(g, now)),
+          ...Array.from({ length: 4 }, (_, i) => store.tokenRevoked(`jti-${i}`)),
+          store.useOnce('dpop:jti-2', now + 60, now),
+        ]);
+        assert.deepEqual(
+          results.map((r) => typeof r),
+          [...grants.map(() => 'object'), ...Array.from({ length: 4 }, () => 'boolean'), 'boolean'],
+        );
+        for (const g of grants) assert.equal((await store.getGrant(g.id))?.id, g.id, 'created once');
+        assert.ok(warnings.length > 0, 'the lost connections are reported');
+        for (const w of warnings) {
+          assert.match(
+            w,
+            /^PostgreSQL (?:closed an idle pooled connection|connection found lost) \((?:57P01|ECONNRESET|EPIPE|connection closed)\)/,
+          );
+          assert.ok(!w.includes(password), 'no password in a warning');
+        }
+      } finally {
+        await close();
+      }
+    });
+
+    it('attack: every pooled connection dead without a word (a failover that moved the server’s address: each is reset once used), the pool not yet aware: a call’s retry goes out on a new connection, not on another of the dead ones', async () => {
+      const target = new URL(url);
+      const proxy = await faultProxy({ host: target.hostname, port: Number(target.port || 5432) });
+      const via = new URL(url);
+      via.port = String(proxy.port);
+      const warnings: string[] = [];
+      const store = await PostgresStore.open({
+        connectionString: via.href,
+        schema: schemaName(),
+        max: 4,
+        onWarning: (m) => warnings.push(m),
+      });
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        await Promise.all(Array.from({ length: 8 }, () => store.tokenRevoked('jti')));
+        const open = proxy.connections();
+        assert.ok(open > 1, `${open} pooled connections`);
+        proxy.doom();
+        assert.equal(typeof (await store.createGrant(newGrant({}, now), now)), 'object');
+        assert.equal(await store.tokenRevoked('jti'), false);
+        assert.equal(await store.useOnce('dpop:jti', now + 60, now), true);
+        assert.ok(
+          warnings.some((w) => w.startsWith('PostgreSQL connection found lost (ECONNRESET) before a transaction began')),
+          warnings.join('\n'),
+        );
+      } finally {
+        await store.close();
+        await proxy.close();
+      }
+    });
+
+    it('the pool’s error event for a connection that dies while idle is heard (the process goes on) and reported once per connection, by its code: never the connection string, its password or the server’s message', async () => {
+      const { store, warm, terminate, sessions, warnings, password, close } = await idleStore({ max: 3 });
+      try {
+        await warm(3);
+        await terminate();
+        await until(async () => (await sessions()) === 0 && warnings.length === 3);
+        assert.deepEqual(warnings, Array(3).fill('PostgreSQL closed an idle pooled connection (57P01); a new one is opened when needed'));
+        assert.ok(warnings.every((w) => !w.includes(password) && !w.includes('postgres://')));
+        assert.equal(typeof (await store.createGrant(newGrant({}, now), now)), 'object');
+      } finally {
+        await close();
+      }
+    });
+
+    it('attack: the connection string’s password is in no warning, error message or cause of a store that loses its connections, mid-transaction or for good', async () => {
+      const { store, other, app, warnings, password, sessions, close } = await idleStore({ requestTimeoutMillis: 2000 });
+      const failures: unknown[] = [];
+      try {
+        // A transaction whose connection is terminated under it (waiting for a lock).
+        await other.query("SELECT pg_advisory_lock(hashtext('tessera.subject:' || $1))", ['alice']);
+        const held = store.createGrant(newGrant({}, now), now).catch((e: unknown) => e);
+        await until(async () => (await sessions("wait_event_type = 'Lock'")) === 1);
+        await other.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'", [app]);
+        failures.push(await held);
+        await other.query("SELECT pg_advisory_unlock(hashtext('tessera.subject:' || $1))", ['alice']);
+      } finally {
+        await close();
+      }
+      // The same URL's server gone for good: a port nothing listens on.
+      const gone = new URL(url);
+      if (gone.password === '') gone.password = password;
+      const probe = createServer();
+      await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+      gone.port = String((probe.address() as { port: number }).port);
+      await new Promise((r) => probe.close(r));
+      failures.push(
+        await PostgresStore.open({ connectionString: gone.href, schema: schemaName(), onWarning: (m) => warnings.push(m) }).catch(
+          (e: unknown) => e,
+        ),
+      );
+      for (const f of failures) {
+        assert.ok(f instanceof StoreUnavailableError, String(f));
+        const told = inspect(f, { depth: 10, showHidden: true });
+        assert.ok(!told.includes(password), `the password is in: ${f.message}`);
+      }
+      for (const w of warnings) assert.ok(!w.includes(password));
     });
   });
 

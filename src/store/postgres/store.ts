@@ -195,6 +195,13 @@ export interface PostgresStoreOptions extends PruneTuning {
    * security action.
    */
   readonly requestTimeoutMillis?: number;
+  /**
+   * Told, in one line, when a pooled connection is lost while idle (PostgreSQL restarted or failed
+   * over, a backend terminated, a pooler recycling its server connections) and when a call was run
+   * again on a new connection for that reason (see {@link PostgresStore.#tx}). Only the SQLSTATE or
+   * socket error code: never the connection string (its password) nor the server's message.
+   */
+  readonly onWarning?: (message: string) => void;
 }
 
 /** Default {@link PostgresStoreOptions.requestTimeoutMillis}. */
@@ -543,6 +550,40 @@ function unavailable(e: unknown): unknown {
   return down ? new StoreUnavailableError('store_unreachable', `PostgreSQL is unreachable: ${e.message}`, { cause: e }) : e;
 }
 
+// A connection lost, as opposed to a statement refused: the server ended the session (57P01
+// admin_shutdown: pg_terminate_backend, a fast shutdown, a failover or a pooler recycling its server
+// connections; 57P02 crash_shutdown; 57P03 cannot_connect_now; 57P05 idle_session_timeout), the
+// socket was reset or closed under it, or pg knew it dead already and sent nothing. Not a session
+// ended for idling inside a transaction (25P03: a stall, the request's own), nor this store's own
+// timeout (it destroys the socket: "Connection terminated", told apart by the caller).
+const LOST_SQLSTATE = new Set(['57P01', '57P02', '57P03', '57P05']);
+const LOST_SOCKET = new Set(['ECONNRESET', 'EPIPE']);
+const LOST_MESSAGE = /^(?:Connection terminated unexpectedly|Client has encountered a connection error and is not queryable)$/;
+
+/** Whether `e` says the connection was lost; then what to report of it: its code, never its message. */
+function lostConnection(e: unknown): string | undefined {
+  if (!(e instanceof Error)) return undefined;
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === 'string' && (LOST_SQLSTATE.has(code) || LOST_SOCKET.has(code))) return code;
+  return LOST_MESSAGE.test(e.message) ? 'connection closed' : undefined;
+}
+
+/** The code of a connection error, fit for a log line (a SQLSTATE or a socket error name), else ''. */
+function errorCode(e: unknown): string {
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && /^[A-Z0-9_]{1,32}$/.test(code) ? code : '';
+}
+
+/** One {@link PostgresStore.#tx} connection's state, kept across the runs of its transaction. */
+interface TxConnection {
+  /** Set once the connection must not be handed to the next caller; it is then destroyed on release. */
+  broken?: Error;
+  /** The connection was lost (what {@link lostConnection} said of it). */
+  lost?: string;
+  /** ... before its transaction began (at `BEGIN`): nothing of it can have taken effect. */
+  lostBeforeBegin?: boolean;
+}
+
 /**
  * The LISTEN/NOTIFY channel on which appends to `schema`'s revocation log are announced. Channel
  * names are cut at 63 bytes as identifiers are; two schemas sharing the first 43 characters would
@@ -597,6 +638,11 @@ export class PostgresStore implements Store {
   readonly #requestTimeout: number;
   readonly #idleInTransactionTimeout: number;
   readonly #prune: { readonly batch: number; readonly budget: number };
+  readonly #warn: (message: string) => void;
+  /** Connection losses seen so far, by a call or on an idle pooled connection (see {@link PostgresStore.#connect}). */
+  #losses = 0;
+  /** Per pooled connection, {@link PostgresStore.#losses} when it was last known alive: opened, or a call on it done. */
+  readonly #alive = new WeakMap<pg.ClientBase, number>();
 
   private constructor(
     pool: pg.Pool,
@@ -604,8 +650,25 @@ export class PostgresStore implements Store {
     schema: string,
     timeouts: { readonly read: number; readonly maintenance: number; readonly request: number; readonly idleInTransaction: number },
     prune: PruneTuning,
+    warn: (message: string) => void,
   ) {
     this.#pool = pool;
+    // A listener that throws must not end the process from a pool event.
+    this.#warn = (m) => {
+      try {
+        warn(m);
+      } catch {}
+    };
+    // An idle pooled connection that PostgreSQL closes (restart, failover, a backend terminated,
+    // idle_session_timeout) is reported on the pool; without a listener that event would end the
+    // process. The pool drops the client itself. Its code only: the message of a connection error
+    // is the driver's or the server's, and this store never logs what it did not write.
+    pool.on('error', (e) => {
+      this.#losses++;
+      const code = errorCode(e);
+      this.#warn(`PostgreSQL closed an idle pooled connection${code ? ` (${code})` : ''}; a new one is opened when needed`);
+    });
+    pool.on('connect', (c) => this.#alive.set(c, this.#losses));
     this.#connectionString = connectionString;
     this.#channel = revocationChannel(schema);
     this.#schema = schema;
@@ -632,10 +695,6 @@ export class PostgresStore implements Store {
       connectionTimeoutMillis: options.connectionTimeoutMillis ?? Math.min(5000, request),
       options: `-c search_path=${schema} -c idle_in_transaction_session_timeout=${idleInTransaction} -c lock_timeout=${server} -c statement_timeout=${server}`,
     });
-    // An idle pooled connection that PostgreSQL closes (restart, failover, idle timeout) is reported
-    // on the pool; without a listener that event would end the process. The pool drops the client
-    // itself, and the next query reconnects or fails with StoreUnavailableError.
-    pool.on('error', () => {});
     const store = new PostgresStore(
       pool,
       options.connectionString,
@@ -647,6 +706,7 @@ export class PostgresStore implements Store {
         idleInTransaction,
       },
       options,
+      options.onWarning ?? (() => {}),
     );
     try {
       // Not bounded: a migration may rewrite large tables, and waits for another instance's.
@@ -698,11 +758,44 @@ export class PostgresStore implements Store {
   }
 
   /**
+   * A pooled connection. With `fresh` (a call run again after a connection loss), one opened or
+   * known alive since the last loss seen: the others were idle through it, and a restart, a
+   * failover or a pooler's recycle ends every session at once, so another idle one is likely dead
+   * too, and would fail the call a second time. Those are destroyed as they come out of the pool.
+   */
+  async #connect(fresh: boolean): Promise<pg.PoolClient> {
+    for (;;) {
+      let c: pg.PoolClient;
+      try {
+        c = await this.#pool.connect();
+      } catch (e) {
+        // A session refused at startup for want of memory (class 53) as a single statement's is.
+        throw exhausted(e) ?? unavailable(e);
+      }
+      if (!fresh || (this.#alive.get(c) ?? this.#losses) >= this.#losses) return c;
+      c.release(new Error('idle through a connection loss'));
+    }
+  }
+
+  /**
    * Run `fn` in a transaction. One that PostgreSQL aborted to break a deadlock (two transactions
    * taking the same locks in opposite orders) or a serialization failure is run again, up to
    * {@link TX_RUNS} times in all, after a pause ({@link retryPause}): `fn` touches only the
    * database, and the abort undid everything it did. Aborted on each run, it fails with
    * {@link StoreUnavailableError} `store_busy` (a 503).
+   *
+   * A transaction whose connection is found lost at its `BEGIN` (a pooled connection that died
+   * while idle: PostgreSQL restarted or failed over, its backend terminated, a pooler recycled
+   * it) is run once more, on a new connection ({@link PostgresStore.#connect}): nothing of it was
+   * sent, let alone committed. Only then. A connection lost later, before the `COMMIT` was sent, is
+   * rolled back too, but was alive when the transaction began: an operator ending a runaway
+   * transaction, or a failover under it, is not undone behind their back; the caller gets a 503
+   * and may retry. And a connection lost once the `COMMIT` was sent leaves the outcome unknown:
+   * PostgreSQL may have committed and lost only its answer. Run again then, a write that did
+   * commit would be applied twice, and some are not idempotent: a refresh token rotated twice is a
+   * reuse (its family revoked), a code redeemed twice a replay, a DPoP `jti` recorded twice a
+   * replayed proof. So that one fails with {@link StoreUnavailableError} (a 503), and the caller
+   * reads the state to learn what happened.
    *
    * Bounded by `timeoutMs` (by default {@link PostgresStoreOptions.requestTimeoutMillis}; the sync's
    * housekeeping passes {@link PostgresStoreOptions.maintenanceTimeoutMillis}), its pauses and runs
@@ -712,68 +805,83 @@ export class PostgresStore implements Store {
    * `null`: not bounded (the migrations).
    */
   async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs: number | null = this.#requestTimeout): Promise<T> {
-    let c: pg.PoolClient;
-    try {
-      c = await this.#pool.connect();
-    } catch (e) {
-      // A session refused at startup for want of memory (class 53) as a single statement's is.
-      throw exhausted(e) ?? unavailable(e);
+    const deadline = timeoutMs === null ? undefined : Date.now() + timeoutMs;
+    // What is left of the bound, less a tenth of it: a run begun with less would likely be cut off by
+    // the timeout, its connection destroyed, rather than fail as what it is.
+    const left = () => (deadline === undefined || timeoutMs === null ? Number.POSITIVE_INFINITY : deadline - Date.now() - timeoutMs / 10);
+    for (let connection = 1; ; connection++) {
+      const c = await this.#connect(connection > 1);
+      const conn: TxConnection = {};
+      // A connection lost between two queries is reported as an event; unheard, it ends the process.
+      const onError = (e: Error) => {
+        conn.broken ??= e;
+      };
+      c.on('error', onError);
+      try {
+        const result = await this.#runs(c, conn, fn, deadline, timeoutMs, left);
+        this.#alive.set(c, this.#losses);
+        return result;
+      } catch (e) {
+        if (conn.lost === undefined) throw e;
+        this.#losses++;
+        if (connection > 1 || conn.lostBeforeBegin !== true || left() <= 0) throw e;
+        this.#warn(`PostgreSQL connection found lost (${conn.lost}) before a transaction began; running it on a new connection`);
+      } finally {
+        c.off('error', onError);
+        c.release(conn.broken);
+      }
     }
-    // Set once the connection must not be handed to the next caller (lost, timed out, or left in an
-    // unknown state); it is then destroyed on release.
-    const conn: { broken?: Error } = {};
-    // A connection lost between two queries is reported as an event; unheard, it ends the process.
-    const onError = (e: Error) => {
-      conn.broken ??= e;
-    };
-    c.on('error', onError);
-    try {
-      // Every run on this one connection: a run again never queues for a pool connection behind
-      // other callers, which could hold it past the deadline.
-      const deadline = timeoutMs === null ? undefined : Date.now() + timeoutMs;
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await this.#attempt(c, conn, fn, deadline === undefined ? null : Math.max(1, deadline - Date.now()));
-        } catch (e) {
-          const code = (e as { code?: unknown }).code;
-          if (code !== '40P01' && code !== '40001') throw e;
-          if (conn.broken !== undefined) {
-            throw new StoreUnavailableError('store_unreachable', `PostgreSQL's connection was lost after an abort (${code})`, { cause: e });
-          }
-          // Aborted on every run: contention on the server, not the request's fault (a 503, not a 500).
-          if (attempt >= TX_RUNS) {
-            throw new StoreUnavailableError('store_busy', `PostgreSQL aborted the transaction (${code}) on each of ${attempt} runs`, {
-              cause: e,
-            });
-          }
-          // A run again is begun only with a tenth of the bound left after its pause, checked again
-          // once the pause is over (a timer can fire late): one begun with less would likely be cut
-          // off by the timeout, its connection destroyed, rather than fail as what it is: contention.
-          const pause = retryPause(attempt);
-          const left = () =>
-            deadline === undefined || timeoutMs === null ? Number.POSITIVE_INFINITY : deadline - Date.now() - timeoutMs / 10;
-          if (left() < pause) {
-            throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
-              cause: e,
-            });
-          }
-          await new Promise((resolve) => setTimeout(resolve, pause));
-          if (left() < 0) {
-            throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
-              cause: e,
-            });
-          }
+  }
+
+  /** The runs of one {@link PostgresStore.#tx} on its connection `c`: again after a deadlock, up to {@link TX_RUNS}. */
+  async #runs<T>(
+    c: pg.PoolClient,
+    conn: TxConnection,
+    fn: (c: pg.PoolClient) => Promise<T>,
+    deadline: number | undefined,
+    timeoutMs: number | null,
+    left: () => number,
+  ): Promise<T> {
+    // Every run on this one connection: a run again never queues for a pool connection behind
+    // other callers, which could hold it past the deadline.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#attempt(c, conn, fn, deadline === undefined ? null : Math.max(1, deadline - Date.now()));
+      } catch (e) {
+        const code = (e as { code?: unknown }).code;
+        if (code !== '40P01' && code !== '40001') throw e;
+        if (conn.broken !== undefined) {
+          throw new StoreUnavailableError('store_unreachable', `PostgreSQL's connection was lost after an abort (${code})`, { cause: e });
+        }
+        // Aborted on every run: contention on the server, not the request's fault (a 503, not a 500).
+        if (attempt >= TX_RUNS) {
+          throw new StoreUnavailableError('store_busy', `PostgreSQL aborted the transaction (${code}) on each of ${attempt} runs`, {
+            cause: e,
+          });
+        }
+        // A run again is begun only with a tenth of the bound left after its pause, checked again
+        // once the pause is over (a timer can fire late): one begun with less would likely be cut
+        // off by the timeout, its connection destroyed, rather than fail as what it is: contention.
+        const pause = retryPause(attempt);
+        if (left() < pause) {
+          throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
+            cause: e,
+          });
+        }
+        await new Promise((resolve) => setTimeout(resolve, pause));
+        if (left() < 0) {
+          throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
+            cause: e,
+          });
         }
       }
-    } finally {
-      c.off('error', onError);
-      c.release(conn.broken);
     }
   }
 
   /**
    * One attempt of {@link PostgresStore.#tx}, on its connection `c` (`conn.broken` set when it must
-   * not be used again). With `timeoutMs`, one not committed by then fails with
+   * not be used again; `conn.lost` when it was lost, and `conn.lostBeforeBegin` when that was at
+   * its `BEGIN`). With `timeoutMs`, one not committed by then fails with
    * {@link StoreUnavailableError} and its connection is destroyed, which rolls it back; and the
    * transaction's statements have a server-side `lock_timeout` and `statement_timeout` of
    * {@link serverTimeout}(`timeoutMs`), which fail it (a {@link StoreUnavailableError} too,
@@ -781,13 +889,9 @@ export class PostgresStore implements Store {
    * `timeoutMs` at most: idle that long inside it, its client has given up (a connection lost
    * without a reset), and the server rolls it back then, releasing its locks.
    */
-  async #attempt<T>(
-    c: pg.PoolClient,
-    conn: { broken?: Error },
-    fn: (c: pg.PoolClient) => Promise<T>,
-    timeoutMs: number | null,
-  ): Promise<T> {
+  async #attempt<T>(c: pg.PoolClient, conn: TxConnection, fn: (c: pg.PoolClient) => Promise<T>, timeoutMs: number | null): Promise<T> {
     let timedOut = false;
+    let begun = false;
     const timer =
       timeoutMs === null
         ? undefined
@@ -806,6 +910,7 @@ export class PostgresStore implements Store {
           `BEGIN; SET LOCAL lock_timeout = ${server}; SET LOCAL statement_timeout = ${server}; SET LOCAL idle_in_transaction_session_timeout = ${idle}`,
         );
       }
+      begun = true;
       const result = await fn(c);
       await c.query('COMMIT');
       return result;
@@ -813,6 +918,11 @@ export class PostgresStore implements Store {
       if (timedOut) {
         conn.broken = new StoreUnavailableError('store_unreachable', `PostgreSQL did not finish within ${timeoutMs} ms`, { cause: e });
         throw conn.broken;
+      }
+      const lost = lostConnection(e);
+      if (lost !== undefined) {
+        conn.lost = lost;
+        conn.lostBeforeBegin = !begun;
       }
       // A connection whose rollback failed may still be inside the transaction: never reused.
       await c.query('ROLLBACK').catch((r: unknown) => {
@@ -840,32 +950,66 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * A query on the pool, bounded by `timeoutMs` (by default {@link PostgresStoreOptions.requestTimeoutMillis};
-   * the poll's reads pass {@link PostgresStoreOptions.readTimeoutMillis}): one unanswered by then
-   * fails with {@link StoreUnavailableError}, and the pool, handed the error, destroys its
-   * connection rather than reuse it. The server gives up on it first when it waits for a lock or
-   * runs long (the session's `lock_timeout` and `statement_timeout`): `store_busy`.
+   * A read (one `SELECT`, or `WITH` … `SELECT`), bounded by `timeoutMs` (by default
+   * {@link PostgresStoreOptions.requestTimeoutMillis}; the poll's reads pass
+   * {@link PostgresStoreOptions.readTimeoutMillis}): one unanswered by then fails with
+   * {@link StoreUnavailableError}, and its connection is destroyed rather than reused. The server
+   * gives up on it first when it waits for a lock or runs long (the session's `lock_timeout` and
+   * `statement_timeout`): `store_busy`. One whose connection was lost (a pooled connection that
+   * died while idle, say) is run once more on a new connection ({@link PostgresStore.#connect}),
+   * within what is left of the bound: a read changes nothing. Writes go through
+   * {@link PostgresStore.#tx}, whose `BEGIN` tells a connection lost before it from one lost at
+   * its commit.
    */
-  async #q(sql: string, args: unknown[] = [], timeoutMs?: number): Promise<Row[]> {
-    return (await this.#result(sql, args, timeoutMs)).rows;
+  async #q(sql: string, args: unknown[] = [], timeoutMs: number = this.#requestTimeout): Promise<Row[]> {
+    if (!/^\s*(?:SELECT|WITH)\b/.test(sql)) throw new TypeError('PostgresStore.#q runs reads only: a write goes through #tx');
+    const deadline = Date.now() + timeoutMs;
+    for (let connection = 1; ; connection++) {
+      const c = await this.#connect(connection > 1);
+      // Checked out, a connection's 'error' event has no listener of the pool's: unheard, it ends
+      // the process. The failure reaches the query anyway.
+      const onError = () => {};
+      c.on('error', onError);
+      let failed: Error | undefined;
+      try {
+        // query_timeout: a pg option its types leave out of QueryConfig.
+        const query: pg.QueryConfig & { query_timeout: number } = {
+          text: sql,
+          values: args,
+          query_timeout: Math.max(1, deadline - Date.now()),
+        };
+        const { rows } = await c.query<Row>(query);
+        this.#alive.set(c, this.#losses);
+        return rows;
+      } catch (e) {
+        // Destroyed rather than reused, whatever the failure (as pg's Pool.query does).
+        failed = e instanceof Error ? e : new Error('query failed');
+        if (e instanceof Error && e.message === 'Query read timeout') {
+          throw new StoreUnavailableError('store_unreachable', `PostgreSQL did not answer within ${timeoutMs} ms`, { cause: e });
+        }
+        const lost = lostConnection(e);
+        if (lost !== undefined) {
+          this.#losses++;
+          if (connection === 1 && deadline - Date.now() > timeoutMs / 10) {
+            this.#warn(`PostgreSQL connection found lost (${lost}) during a read; reading again on a new connection`);
+            continue;
+          }
+        }
+        const code = (e as { code?: unknown }).code;
+        if (typeof code === 'string' && SERVER_TIMEOUT_SQLSTATE.has(code)) {
+          throw new StoreUnavailableError('store_busy', `PostgreSQL gave up on a statement: ${(e as Error).message}`, { cause: e });
+        }
+        throw exhausted(e) ?? unavailable(e);
+      } finally {
+        c.off('error', onError);
+        c.release(failed);
+      }
+    }
   }
 
-  /** {@link PostgresStore.#q}'s whole result (its `rowCount`, say). */
-  async #result(sql: string, args: unknown[], timeoutMs: number = this.#requestTimeout): Promise<pg.QueryResult<Row>> {
-    try {
-      // query_timeout: a pg option its types leave out of QueryConfig.
-      const query: pg.QueryConfig & { query_timeout: number } = { text: sql, values: args, query_timeout: timeoutMs };
-      return await this.#pool.query(query);
-    } catch (e) {
-      if (e instanceof Error && e.message === 'Query read timeout') {
-        throw new StoreUnavailableError('store_unreachable', `PostgreSQL did not answer within ${timeoutMs} ms`, { cause: e });
-      }
-      const code = (e as { code?: unknown }).code;
-      if (typeof code === 'string' && SERVER_TIMEOUT_SQLSTATE.has(code)) {
-        throw new StoreUnavailableError('store_busy', `PostgreSQL gave up on a statement: ${(e as Error).message}`, { cause: e });
-      }
-      throw exhausted(e) ?? unavailable(e);
-    }
+  /** One write statement in a transaction of its own ({@link PostgresStore.#tx}); its `rowCount`. */
+  async #write(sql: string, args: unknown[]): Promise<number> {
+    return this.#tx(async (c) => (await c.query(sql, args)).rowCount ?? 0);
   }
 
   async #bump(c: Q, name: string): Promise<void> {
@@ -1521,7 +1665,7 @@ export class PostgresStore implements Store {
 
   async createAuthorizationCode(x: AuthorizationCodeRecord): Promise<void> {
     try {
-      await this.#q(
+      await this.#write(
         `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt, approval_since)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
         codeValues(x),
@@ -1599,7 +1743,7 @@ export class PostgresStore implements Store {
   // Remembered consents.
 
   async rememberConsent(x: RememberedConsentRecord): Promise<void> {
-    await this.#q(
+    await this.#write(
       `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes, scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
        ON CONFLICT (subject, client_id) DO UPDATE SET issuer = EXCLUDED.issuer, identity_source = EXCLUDED.identity_source,
@@ -1642,12 +1786,12 @@ export class PostgresStore implements Store {
   // Replay cache.
 
   async useOnce(key: string, expiresAt: number, now: number): Promise<boolean> {
-    const r = await this.#result(
+    const n = await this.#write(
       `INSERT INTO replay (key, expires_at) VALUES ($1, $2)
        ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay.expires_at <= $3`,
       [key, expiresAt, now],
     );
-    return r.rowCount === 1;
+    return n === 1;
   }
 
   // A2A task owners.
@@ -1684,7 +1828,7 @@ export class PostgresStore implements Store {
         if (attempt >= 3) throw new StoreUnavailableError('store_busy', 'the A2A task record kept changing under its claim');
       }
     };
-    if (limit === undefined) return claim((sql, args) => this.#result(sql, args));
+    if (limit === undefined) return this.#tx((c) => claim((sql, args) => c.query(sql, args)));
     return this.#tx(async (c) => {
       const current = await c.query('SELECT owner, expires_at FROM a2a_tasks WHERE key = $1', [key]);
       const row = current.rows[0] as Row | undefined;
@@ -1723,7 +1867,7 @@ export class PostgresStore implements Store {
       values.push(...auditValues(e));
       tuples.push(`(${cols.map((_, i) => `$${base + i + 1}`).join(', ')})`);
     }
-    await this.#q(`INSERT INTO audit_events (${cols.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`, values);
+    await this.#write(`INSERT INTO audit_events (${cols.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`, values);
   }
 
   async queryAudit(q: AuditQuery): Promise<AuditEvent[]> {
