@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { quoted } from '../core/errors.ts';
 import { always, trusted } from './cross-check.ts';
 import { DAY, TIMER_MAX } from './duration.ts';
+import { checkListenerTimeouts, listenerLimitFields, listenerLimitsRule } from './listener-schema.ts';
 import { duration, filePath, ruleSchema } from './verifier-schema.ts';
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?$/i;
@@ -467,38 +468,15 @@ export const routeSchema = z
   }, always)
   .meta({ description: 'One route: which requests, which upstream, who may call it and with what.' });
 
-/** `gateway.limits`: also the listener of `tessera serve` without a gateway section. */
+/** `gateway.limits`: the listener’s limits ({@link listenerLimitFields}) and the gateway’s body limit. */
 export const limitsSchema = z
   .strictObject({
-    max_header_size: z
-      .number()
-      .int()
-      .min(1024)
-      .max(1024 * 1024)
-      .default(16 * 1024)
-      .meta({ description: 'Largest request head (bytes); larger is 431.' }),
+    ...listenerLimitFields,
     max_body_size: byteSize('Largest request body (413 after).').prefault('10mb'),
-    max_connections: z.number().int().min(1).default(10_000).meta({ description: 'Concurrent client connections.' }),
-    headers_timeout: duration('Time a client has to send the request head.', TIMER_MAX).prefault('20s'),
-    request_timeout: duration('Time a client has to send the whole request (0: none); at least headers_timeout.', TIMER_MAX).prefault('5m'),
-    keep_alive_timeout: duration(
-      'Idle time before a client keep-alive connection is closed. A proxy in front (nginx, Caddy, a load balancer) must close its idle connections to the gateway sooner.',
-      TIMER_MAX,
-    ).prefault('5s'),
   })
-  .superRefine((l, ctx) => {
-    // Node enforces the whole-request limit only once the head's has passed: a shorter one would
-    // read as configured and act as headers_timeout (its constructor refuses the pair outright).
-    const ok = trusted(ctx.issues);
-    if (ok('request_timeout') && ok('headers_timeout') && l.request_timeout > 0 && l.request_timeout < l.headers_timeout) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['request_timeout'],
-        message: `is shorter than headers_timeout (${l.headers_timeout}s): a request cannot arrive whole before its head; write at least ${l.headers_timeout}s, 0 for no limit, or lower headers_timeout`,
-      });
-    }
-  })
-  .prefault({});
+  .superRefine(checkListenerTimeouts)
+  .prefault({})
+  .meta({ description: `Limits of the listener and of the requests the gateway forwards. ${listenerLimitsRule}` });
 
 const loopbackPeers = ['127.0.0.0/8', '::1'];
 

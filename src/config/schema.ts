@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from 'zod';
+import type { ConfigIssue } from '../core/errors.ts';
 import { gatewayChecks } from '../gateway/check.ts';
 import { addConfigIssues, always, trusted } from './cross-check.ts';
 import { auditSchema, gatewaySchema } from './gateway-schema.ts';
@@ -16,6 +17,25 @@ import {
   tokenServiceSchema,
 } from './token-service-schema.ts';
 import { filePath, verifierChecks, verifierFields } from './verifier-schema.ts';
+
+/**
+ * One listener, one set of limits: beside a `gateway` section, `tessera serve` serves the token
+ * service on the gateway’s listener, whose limits are `gateway.limits`; `token_service.limits`
+ * there would read as applied and be ignored.
+ */
+function listenerLimitsChecks(c: {
+  readonly gateway?: unknown;
+  readonly token_service?: { readonly limits?: unknown } | undefined;
+}): ConfigIssue[] {
+  if (c.gateway === undefined || c.token_service?.limits === undefined) return [];
+  return [
+    {
+      path: 'token_service.limits',
+      message:
+        'with a gateway section, the token service is served on the gateway’s listener, whose limits are gateway.limits: write these there (gateway.limits has the same fields) and remove token_service.limits',
+    },
+  ];
+}
 
 export const serverSchema = z
   .strictObject({
@@ -84,6 +104,7 @@ export const configSchema = z
       ...tokenServiceChecks(c.token_service, ok, verifier.scopes, c.server),
       ...exchangeClientsChecks(c, ok),
       ...ownIssuerAlgorithmChecks(c, ok),
+      ...listenerLimitsChecks(c),
     ]);
   }, always)
   .meta({ description: 'tessera.yaml' });

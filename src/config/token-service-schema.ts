@@ -11,6 +11,7 @@ import { peerList } from '../core/peers.ts';
 import { isWildcard } from '../core/scopes.ts';
 import { always, type Trusted, trusted } from './cross-check.ts';
 import { DAY, DECADE, YEAR } from './duration.ts';
+import { listenerLimitsSchema } from './listener-schema.ts';
 import { SIGNING_ALGORITHMS } from './signing-algorithms.ts';
 import { duration, filePath, secureUrl } from './verifier-schema.ts';
 
@@ -443,6 +444,7 @@ export const tokenServiceSchema = z
         description:
           'Proxies in front of the token service (addresses or CIDRs), as `gateway.trust_proxy` reads them: from a peer listed here, X-Forwarded-For is walked from the right past the listed hops to find the client, whose address (an IPv6 address by its /64) keys the per-address buckets (`auth_failure_limit`, `authorization.oidc.callback_rate_limit`, `registration.rate_limit`, a public client’s token and revocation buckets) and is the audit events’ `remote_addr`; from any other peer X-Forwarded-For is ignored. Unset: under `tessera serve` with a `gateway` section, the gateway’s `trust_proxy` (the two share one listener, so the same proxies are in front of both; it reloads with it), else none. `[]` trusts none.',
       }),
+    limits: listenerLimitsSchema.optional(),
     auth_failure_limit: z
       .strictObject({
         enabled: z.boolean().default(false).meta({

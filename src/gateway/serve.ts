@@ -8,13 +8,15 @@
  */
 import { existsSync, readFileSync, realpathSync, statSync, watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { BlockList, Socket } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { limitsSchema } from '../config/gateway-schema.ts';
+import { type ListenerLimits, listenerLimitsSchema } from '../config/listener-schema.ts';
 import { loadConfigFile, resolveConfigPaths } from '../config/load.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, ERROR_CODES } from '../core/errors.ts';
+import { peerAllowed, peerList } from '../core/peers.ts';
+import { addressKey } from '../core/ratelimit.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
@@ -123,26 +125,69 @@ function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
   return a === undefined || b === undefined ? a === b : a.equals(b);
 }
 
-/** The listener limits (`gateway.limits`, seconds and bytes) a server applies. */
-export type ListenerLimits = Pick<
-  NonNullable<TesseraConfig['gateway']>['limits'],
-  'max_header_size' | 'max_connections' | 'headers_timeout' | 'request_timeout' | 'keep_alive_timeout'
->;
+export type { ListenerLimits };
 
 /**
- * The limits of a listener without a `gateway` section (the token service alone): the defaults of
- * `gateway.limits`, so a client trickling its request head (slowloris) or opening connections
- * without end is cut as it is at the gateway, not after Node's defaults (60 s for the head, checked
- * every 30 s, and no connection limit).
+ * The limits of a listener without a `gateway` section and without `token_service.limits` (the
+ * token service alone): their defaults, the same as `gateway.limits`’, so a client trickling its
+ * request head (slowloris) or opening connections without end is cut as it is at the gateway, not
+ * after Node's defaults (60 s for the head, checked every 30 s, and no connection limit).
  */
-export const DEFAULT_LISTENER_LIMITS: ListenerLimits = Object.freeze(limitsSchema.parse({}));
+export const DEFAULT_LISTENER_LIMITS: ListenerLimits = Object.freeze(listenerLimitsSchema.parse({}));
 
-function applyLimits(server: Server, limits: ListenerLimits | undefined): void {
+/**
+ * The per-address connection limit of a listener, changed in place by {@link applyLimits} (a
+ * reload): `max` (0: none) and the peers it does not hold to it (the proxies in front).
+ */
+interface AddressLimit {
+  max: number;
+  exempt: BlockList | undefined;
+}
+
+const addressLimits = new WeakMap<Server, AddressLimit>();
+
+function applyLimits(server: Server, limits: ListenerLimits | undefined, exempt?: BlockList): void {
   if (!limits) return;
   server.maxConnections = limits.max_connections;
   server.headersTimeout = limits.headers_timeout * 1000;
   server.requestTimeout = limits.request_timeout * 1000;
   server.keepAliveTimeout = limits.keep_alive_timeout * 1000;
+  const perAddress = addressLimits.get(server);
+  if (perAddress !== undefined) {
+    perAddress.max = limits.max_connections_per_address;
+    perAddress.exempt = exempt;
+  }
+}
+
+/**
+ * Count each connection against its address (an IPv6 address by its /64, as the rate limits key
+ * it) and close at once, before a byte of it is read, one past `max_connections_per_address`:
+ * without it one client holds every one of `max_connections` with idle or trickling connections,
+ * each cut only after `headers_timeout`, and opened again. Every connection is counted, a proxy’s
+ * too, so that a reload changing the limit or the proxies counts the connections already open.
+ */
+function limitPerAddress(server: Server): void {
+  const limit: AddressLimit = { max: 0, exempt: undefined };
+  addressLimits.set(server, limit);
+  const open = new Map<string, number>();
+  // Ahead of the HTTP server's own listener: a connection refused gets no parser and no timers.
+  server.prependListener('connection', (socket: Socket) => {
+    const address = socket.remoteAddress;
+    // Reset before it was accepted: nothing to count.
+    if (address === undefined) return;
+    const key = addressKey(address);
+    const n = (open.get(key) ?? 0) + 1;
+    if (limit.max > 0 && n > limit.max && !(limit.exempt !== undefined && peerAllowed(limit.exempt, address))) {
+      socket.destroy();
+      return;
+    }
+    open.set(key, n);
+    socket.once('close', () => {
+      const left = (open.get(key) ?? 1) - 1;
+      if (left === 0) open.delete(key);
+      else open.set(key, left);
+    });
+  });
 }
 
 /**
@@ -162,8 +207,9 @@ function writeFramingRefusal(res: ServerResponse): void {
 }
 
 /**
- * An HTTP server with the listener limits applied: head size, connection count, head and request
- * timeouts checked every second, keep-alive; a malformed, oversized or timed-out request head is
+ * An HTTP server with the listener limits applied: head size, connection count (in all and per
+ * address, the peers in `proxies` held only to the first), head and request timeouts checked
+ * every second, keep-alive; a malformed, oversized or timed-out request head is
  * answered 400, 431 or 408 and its connection closed, a CONNECT 501, an `Expect` other than
  * `100-continue` 417; `Expect: 100-continue` is answered when the handler reads the body. `onRefused` is told the status of each request refused
  * before any handler saw it (those have no audit event).
@@ -183,6 +229,7 @@ export function createListener(
   onRefused?: (status: ParserRefusal) => void,
   refuseFraming?: (req: IncomingMessage, res: ServerResponse) => boolean,
   onUpgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
+  proxies?: BlockList,
 ): Server {
   // A pipelined request (RFC 9112 §9.3.2) is handled once the answer ahead of it is written, as
   // Node sends them: its response is queued without a socket until then. Behind an answer that
@@ -279,7 +326,8 @@ export function createListener(
       next();
     });
   }
-  applyLimits(server, limits);
+  limitPerAddress(server);
+  applyLimits(server, limits, proxies);
   return server;
 }
 
@@ -347,6 +395,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   let beforeInflight = 0;
   let beforeDrained: (() => void) | undefined;
   const limits = config.gateway?.limits;
+  const proxies = (c: TesseraConfig) => peerList(c.gateway?.trust_proxy ?? [], 'gateway.trust_proxy', []);
   /** Whether the handler in front `answered`; tracked so that shutdown lets it finish too (the gateway drains only its own). */
   const inFront = (answered: boolean, res: ServerResponse): boolean => {
     if (!answered) return false;
@@ -366,7 +415,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     if (!inFront(options.refuseFraming?.(req, res) ?? false, res)) gateway.refuseFraming(req, res);
     return true;
   };
-  const server = createListener(onRequest, limits, gateway.refusedByParser, refuseFraming, gateway.handleUpgrade);
+  const server = createListener(onRequest, limits, gateway.refusedByParser, refuseFraming, gateway.handleUpgrade, proxies(config));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -410,7 +459,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     }
     let result = gateway.reload(c);
     if (result.ok) {
-      applyLimits(server, c.gateway?.limits);
+      applyLimits(server, c.gateway?.limits, proxies(c));
       setWatching(c.gateway?.watch_config ?? false);
       const stale = startOnly(config, c, options);
       if (stale.length > 0) {

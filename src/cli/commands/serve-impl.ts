@@ -116,10 +116,18 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end('{"error":"not_found"}');
     };
-    // The gateway's default listener limits (slowloris, connection count); `Expect: 100-continue`:
-    // 100 when the handler reads the body, not for one it refuses first.
-    // A framing the listener refuses: the token service's refusal on its paths, the listener's plain 400 elsewhere.
-    const server = createListener(onRequest, DEFAULT_LISTENER_LIMITS, undefined, handler.refuseFraming);
+    // token_service.limits, else their defaults (those of gateway.limits): slowloris, connection
+    // counts, its trust_proxy peers held to the total alone. `Expect: 100-continue`: 100 when the
+    // handler reads the body, not for one it refuses first. A framing the listener refuses: the
+    // token service's refusal on its paths, the listener's plain 400 elsewhere.
+    const server = createListener(
+      onRequest,
+      ctx.config.token_service?.limits ?? DEFAULT_LISTENER_LIMITS,
+      undefined,
+      handler.refuseFraming,
+      undefined,
+      peerList(ctx.config.token_service?.trust_proxy ?? [], 'token_service.trust_proxy', []),
+    );
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
