@@ -374,7 +374,7 @@ export const tokenServiceSchema = z
       .default(5)
       .meta({ description: 'Most nested actors (`act`) a delegated token may carry; a deeper exchange is refused.' }),
     client_assertion_max_lifetime: duration(
-      'Longest remaining lifetime accepted for a private_key_jwt client assertion (bounds the replay cache).',
+      'Longest lifetime accepted for a private_key_jwt client assertion (RFC 7523), with 30 s for clock skew: its `exp` at most this far ahead, and `exp` − `iat` at most this long when it has an `iat`; a longer one is refused 401 `invalid_client`, audited `client_assertion_lifetime_too_long`. Each assertion’s `jti` is kept in the replay cache until its `exp`, so this bounds how long a stolen assertion could be held for use and how long the cache holds each. Default 5 min, at most 1 h: a client library minting longer assertions (some default to 10 min) needs it raised.',
       3600,
     ).prefault('5m'),
     admin: z

@@ -141,6 +141,9 @@ export const OAUTH_ERROR_CODES = {
   // stored before registration refused it): refused before its costly check.
   client_assertion_key_too_large: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_expired: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  // exp further ahead than token_service.client_assertion_max_lifetime, or exp - iat longer: a
+  // long-lived credential, and its jti would be held in the replay cache until then.
+  client_assertion_lifetime_too_long: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_audience_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_replayed: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_keys_unavailable: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },

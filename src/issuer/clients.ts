@@ -803,10 +803,14 @@ export class ClientRegistry {
     const { exp, nbf, iat, aud, jti } = claims;
     if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new OAuthError('client_assertion_invalid');
     if (exp <= now - skew) throw new OAuthError('client_assertion_expired');
-    // A far-future exp would make the assertion a long-lived credential and the replay cache unbounded.
-    if (exp > now + this.#o.assertionMaxLifetime + skew) throw new OAuthError('client_assertion_invalid');
     if (nbf !== undefined && (typeof nbf !== 'number' || nbf > now + skew)) throw new OAuthError('client_assertion_invalid');
     if (iat !== undefined && (typeof iat !== 'number' || iat > now + skew)) throw new OAuthError('client_assertion_invalid');
+    // A far-future exp would make the assertion a long-lived credential and hold its jti in the
+    // replay cache until then. Bounded from now, and from iat when it has one: an assertion made
+    // to live a year is refused in its last minutes too, when its exp alone is near enough (one
+    // stolen, or logged, when it was made, kept for then).
+    const max = this.#o.assertionMaxLifetime + skew;
+    if (exp > now + max || (typeof iat === 'number' && exp - iat > max)) throw new OAuthError('client_assertion_lifetime_too_long');
     // The issuer identifier and nothing else: an endpoint URL, or an array naming other servers too,
     // lets an assertion made for (or captured by) another server be replayed here (RFC 9700 §2.8,
     // draft-ietf-oauth-rfc7523bis). A one-element array holding the issuer is tolerated.

@@ -82,6 +82,33 @@ describe('private_key_jwt', () => {
     await expectInvalidClient(await request(await assertion({ exp: now + 3600 })));
   });
 
+  it('attack: an assertion made to live a year (exp − iat), presented in its last minute when its exp alone is near, is refused client_assertion_lifetime_too_long: a stolen one cannot be kept for then', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const YEAR = 365 * 86_400;
+    await expectInvalidClient(await request(await assertion({ iat: now + 60 - YEAR, exp: now + 60 })));
+    // Made 6 minutes ago to live 7: past client_assertion_max_lifetime (5 min) + 30 s of skew.
+    await expectInvalidClient(await request(await assertion({ iat: now - 360, exp: now + 60 })));
+    await issuer.service.audit.flush();
+    const reasons = (await issuer.store.queryAudit({ kinds: ['token.denied'], limit: 10_000 })).slice(-2).map((e) => e.reason);
+    assert.deepEqual(reasons, ['client_assertion_lifetime_too_long', 'client_assertion_lifetime_too_long']);
+    // Up to the bound and its skew, with or without iat (5 min; an iat set 30 s back, as some clients do).
+    assert.equal((await request(await assertion({ iat: now - 30, exp: now + 300 }))).status, 200);
+    assert.equal((await request(await assertion({ iat: undefined, exp: now + 300 }))).status, 200);
+  });
+
+  it('attack: an assertion whose exp is far ahead (a year, with or without iat) is refused client_assertion_lifetime_too_long, and its jti never reaches the replay cache', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const jti = crypto.randomUUID();
+    await expectInvalidClient(await request(await assertion({ exp: now + 365 * 86_400, jti })));
+    await expectInvalidClient(await request(await assertion({ iat: undefined, exp: now + 365 * 86_400, jti })));
+    await expectInvalidClient(await request(await assertion({ iat: undefined, exp: now + 331 })));
+    await issuer.service.audit.flush();
+    const reasons = (await issuer.store.queryAudit({ kinds: ['token.denied'], limit: 10_000 })).slice(-3).map((e) => e.reason);
+    assert.deepEqual(reasons, Array(3).fill('client_assertion_lifetime_too_long'));
+    // Unspent: the same jti in an assertion of a sound lifetime is accepted once.
+    assert.equal((await request(await assertion({ jti }))).status, 200);
+  });
+
   it('refuses an assertion without jti', async () => {
     await expectInvalidClient(await request(await assertion({ jti: undefined })));
   });
