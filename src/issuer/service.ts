@@ -116,6 +116,13 @@ const AUDIT_PRUNE_BATCH = 1000;
  */
 export const REVOCATIONS_STALE_AFTER = (syncInterval: number): number => 2 * syncInterval + 10;
 
+/**
+ * Seconds since the last complete read of the revocation log within which a cached standing grant
+ * is handed out without reading the log first: half the skew its revocation entry outlives its
+ * tokens by (see the `fresh` hook of the standing grants).
+ */
+const STANDING_FRESH = SKEW / 2;
+
 /** An admin API `Authorization` header: `Bearer` and one token68 (RFC 6750 §2.1). */
 const ADMIN_BEARER = /^bearer +([A-Za-z0-9._~+/-]+=*) *$/i;
 
@@ -440,6 +447,19 @@ export class TokenService {
       issuer,
       revocations: this.revocations,
       size: options.standingGrantCacheSize ?? STANDING_CACHE_SIZE,
+      // A token signed on a cached grant writes nothing, so nothing in the store refuses it when
+      // another process has revoked the grant: only this process's revocation list does. The
+      // grant's log entry lives max_access_token_ttl + SKEW from its revocation, and a token signed
+      // on it d seconds after the revocation lives until d + max_access_token_ttl: past the entry
+      // (and accepted by every verifier once it has dropped it) when d exceeds SKEW. So a cached
+      // grant is handed out only while the log was read to its end within half the skew (the other
+      // half for another instance's clock); else it is read first (one read shared by the requests
+      // waiting), and a read that fails refuses the token (503) rather than sign it on a grant
+      // perhaps revoked: the store out of reach, a poll held up, sync_interval over 30 s.
+      fresh: (at) => {
+        const read = this.#feed.readAt;
+        return read !== undefined && at - read <= STANDING_FRESH ? undefined : this.#feed.catchUp(at).then(() => undefined);
+      },
     });
     this.#feed = new RevocationFeed(store, this.revocations, issuer, (ids) => this.#standing.forget(ids));
     this.clients = new ClientRegistry({

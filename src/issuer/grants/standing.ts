@@ -23,6 +23,7 @@ export class StandingGrants {
   readonly #store: Pick<Store, 'createGrant'>;
   readonly #issuer: string;
   readonly #revocations: RevocationList;
+  readonly #fresh: ((now: number) => Promise<void> | undefined) | undefined;
   /** By client, sorted scope set and sorted audience set; bounded (oldest evicted first). */
   readonly #cache: BoundedMap<string, { readonly id: string; readonly expiresAt: number }>;
 
@@ -31,10 +32,17 @@ export class StandingGrants {
     readonly issuer: string;
     readonly revocations: RevocationList;
     readonly size: number;
+    /**
+     * Before a cached grant is handed out: make sure this process has read the revocation log
+     * recently enough (a promise of the read, or `undefined` when it has). Rejects when it cannot
+     * read it: no token is signed on a grant this process cannot tell is unrevoked.
+     */
+    readonly fresh?: (now: number) => Promise<void> | undefined;
   }) {
     this.#store = options.store;
     this.#issuer = options.issuer;
     this.#revocations = options.revocations;
+    this.#fresh = options.fresh;
     this.#cache = new BoundedMap(options.size);
   }
 
@@ -45,6 +53,8 @@ export class StandingGrants {
    */
   async get(client: CompiledClient, scopes: readonly string[], audiences: readonly string[], now: number, ttl: number): Promise<string> {
     const key = `${client.id}\n${[...scopes].sort().join(' ')}\n${[...audiences].sort().join(' ')}`;
+    if (this.#cache.get(key) !== undefined) await this.#fresh?.(now);
+    // Looked up after the read: it may have dropped the grant (revoked by another process).
     const cached = this.#cache.get(key);
     if (cached !== undefined && cached.expiresAt >= now + ttl && !this.#revoked(cached.id)) return cached.id;
     const expiresAt = now + STANDING_GRANT_LIFETIME + ttl;
