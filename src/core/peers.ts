@@ -67,6 +67,21 @@ export function plainAddress(address: string): string {
   return address.startsWith('::ffff:') && address.indexOf('.') > 0 ? address.slice(7) : address;
 }
 
+/**
+ * An address a proxy reports in a header (a forward-auth check's `X-Real-IP` or last
+ * `X-Forwarded-For` entry), trimmed and IPv4-mapped shown as IPv4, or `undefined` when it is no
+ * address: as {@link forwardedClient} reads a hop, `[::1]` and `203.0.113.9:4711` are none. An
+ * IPv6 zone (`fe80::1%eth0`) is the proxy’s interface, not the caller’s, and any text of
+ * `[0-9A-Za-z.:-]` passes `isIP` as one: it is dropped.
+ */
+export function reportedAddress(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const v = value.trim();
+  if (isIP(v) === 0) return undefined;
+  const zone = v.indexOf('%');
+  return plainAddress(zone < 0 ? v : v.slice(0, zone));
+}
+
 /** True when `address` (as Node reports it) is in the allowlist. */
 export function peerAllowed(list: BlockList, address: string | undefined): boolean {
   if (address === undefined) return false;

@@ -24,6 +24,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { lastForwardedEntry } from '../core/host.ts';
+import { reportedAddress } from '../core/peers.ts';
 
 export const FORWARD_AUTH_FLAVORS = ['nginx', 'traefik', 'caddy', 'envoy'] as const;
 export type ForwardAuthFlavor = (typeof FORWARD_AUTH_FLAVORS)[number];
@@ -36,7 +37,10 @@ export interface OriginalRequest {
   /** Host header value as the caller sent it (may include a port). */
   readonly host: string | undefined;
   readonly proto: string;
-  /** The caller's address, as the proxy reports it. */
+  /**
+   * The caller's address as the proxy reports it, when it is one ({@link reportedAddress});
+   * `undefined` when absent or not an address (the check's own peer is recorded instead).
+   */
   readonly remoteAddress: string | undefined;
 }
 
@@ -125,7 +129,7 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
       uri: url.slice(base.length),
       host,
       proto,
-      remoteAddress: xff === null ? undefined : lastForwardedEntry(xff),
+      remoteAddress: xff === null ? undefined : reportedAddress(lastForwardedEntry(xff)),
     };
   }
   // nginx, Traefik and Caddy call the endpoint itself.
@@ -143,11 +147,11 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
   if (flavor === 'nginx') {
     const ip = optional(req, 'x-real-ip');
     if (ip === undefined) return undefined;
-    remoteAddress = ip ?? undefined;
+    remoteAddress = reportedAddress(ip ?? undefined);
   } else {
     const xff = optional(req, 'x-forwarded-for');
     if (xff === undefined) return undefined;
-    remoteAddress = xff === null ? undefined : lastForwardedEntry(xff);
+    remoteAddress = xff === null ? undefined : reportedAddress(lastForwardedEntry(xff));
   }
   return { flavor, method, uri, host, proto, remoteAddress };
 }

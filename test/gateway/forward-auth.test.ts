@@ -749,6 +749,46 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal(e.remote_addr, '203.0.113.9');
   });
 
+  it('attack: audit amplification: an X-Real-IP or last X-Forwarded-For entry that is no address (3 KB of text, an IPv6 address with 3 KB of zone holding a space, a port, brackets) is recorded as the check’s own peer, never verbatim; an address is recorded trimmed, IPv4-mapped as IPv4, without its zone', async () => {
+    // Each check by a subject of its own: the route's rate limit (burst 10) is not what is tested.
+    const junk = 'x'.repeat(3000);
+    const lastNginx = async (ip: string) => {
+      const res = await check({
+        'x-original-uri': '/api/items',
+        'x-original-method': 'GET',
+        'x-original-host': 'api.example.com',
+        'x-real-ip': ip,
+        authorization: `Bearer ${await token({ sub: `fa-${randomUUID()}` })}`,
+      });
+      assert.equal(res.status, 200, ip.slice(0, 40));
+      await gw.served.gateway.audit.flush();
+      return gw.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1);
+    };
+    const lastTraefik = async (xff: string) => {
+      const res = await checkTraefik({
+        'x-forwarded-uri': '/api/items',
+        'x-forwarded-method': 'GET',
+        'x-forwarded-host': 'api.example.com',
+        'x-forwarded-for': xff,
+        authorization: `Bearer ${await token({ sub: `fa-${randomUUID()}` })}`,
+      });
+      assert.equal(res.status, 200, xff.slice(0, 40));
+      await traefik.served.gateway.audit.flush();
+      return traefik.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1);
+    };
+    for (const bad of [junk, `fe80::1%${'a'.repeat(3000)} x`, 'unknown', '[::1]', '203.0.113.9:4711', '1.2.3.4%eth0']) {
+      const n = await lastNginx(bad);
+      assert.equal(n?.remote_addr, '127.0.0.1', bad.slice(0, 40));
+      assert.ok(JSON.stringify(n).length < 1000);
+      const tr = await lastTraefik(`198.51.100.7, ${bad}`);
+      assert.equal(tr?.remote_addr, '127.0.0.1', bad.slice(0, 40));
+      assert.ok(JSON.stringify(tr).length < 1000);
+    }
+    assert.equal((await lastNginx(`fe80::1%${'a'.repeat(3000)}`))?.remote_addr, 'fe80::1');
+    assert.equal((await lastNginx(' ::ffff:203.0.113.9 '))?.remote_addr, '203.0.113.9');
+    assert.equal((await lastTraefik('198.51.100.7, 2001:db8::1 '))?.remote_addr, '2001:db8::1');
+  });
+
   it('attack: a token sent as the X-Request-Id of a check is neither answered to the proxy (which forwards it upstream) nor recorded', async () => {
     const secret = `tgw_${'Q'.repeat(43)}`;
     await gw.served.gateway.audit.flush();
