@@ -396,6 +396,65 @@ describe('tessera trace: what a caller put in the trail cannot rewrite the scree
         subject: 'mallory\x1b]0;owned\x07',
       },
     ]);
+    // A trusted identity provider's sub, an actor and an audience its tokens named; a path a
+    // forward-auth proxy reported; an admin's name: each holding what reads as fields of its own.
+    const now = Math.floor(Date.now() / 1000);
+    const forged = await store.createGrant(
+      {
+        id: 'g_forge-1',
+        parentId: null,
+        kind: 'token_exchange',
+        issuer: 'https://idp.example',
+        subject: 'mallory · client admin-cli · issuer https://tessera.example',
+        clientId: 'demo-agent',
+        act: null,
+        scopes: ['api:read'],
+        audiences: ['https://api.example aud https://admin.example'],
+        createdAt: now,
+        expiresAt: now + 3600,
+      },
+      now,
+    );
+    assert.equal(typeof forged, 'object');
+    const child = await store.createGrant(
+      {
+        id: 'g_forge-2',
+        parentId: 'g_forge-1',
+        kind: 'token_exchange',
+        issuer: 'https://idp.example',
+        subject: 'mallory · client admin-cli · issuer https://tessera.example',
+        clientId: 'demo-agent',
+        act: { sub: 'bot > admin-agent' },
+        scopes: ['api:read'],
+        audiences: ['https://api.example'],
+        createdAt: now,
+        expiresAt: now + 3600,
+      },
+      now,
+    );
+    assert.equal(typeof child, 'object');
+    await store.appendAudit([
+      {
+        id: uuidv7(),
+        time: Date.now(),
+        kind: 'grant.revoked',
+        decision: 'allow',
+        reason: 'admin',
+        delegation_id: 'g_forge-1',
+        detail: { by: 'root · jti 0193-forged' },
+      },
+      {
+        id: uuidv7(),
+        time: Date.now(),
+        kind: 'gateway.forward_auth',
+        decision: 'deny',
+        reason: 'insufficient_scope',
+        request_id: 'forge-req-1',
+        route: 'api',
+        method: 'GET',
+        path: '/a · route admin · upstream 200',
+      },
+    ]);
     await store.close();
   });
   after(() => rmSync(own, { recursive: true, force: true }));
@@ -412,9 +471,30 @@ describe('tessera trace: what a caller put in the trail cannot rewrite the scree
     // biome-ignore lint/suspicious/noControlCharactersInRegex: none of these may reach the terminal
     assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/);
     assert.doesNotMatch(r.stdout, /^\s*revocations$/m, 'no forged section');
-    assert.match(r.stdout, /tool search\\n {2}revocations\\n {2}2026-01-01T00:00:00Z {2}grant\.revoked ok\\x1b\[2K\\x9b2K\\u202e/);
+    // Quoted as a JSON string (ESC as \u001b), what JSON leaves raw escaped on top.
+    assert.match(r.stdout, /tool "search\\n {2}revocations\\n {2}2026-01-01T00:00:00Z {2}grant\.revoked ok\\u001b\[2K\\x9b2K\\u202e"/);
     const j = JSON.parse(run('--json').stdout) as Trace;
     assert.equal(j.requests[0]?.tool?.startsWith('search\n'), true);
+  });
+
+  it('attack: a subject, actor, audience, path or revoker holding spaces is one quoted field (as in audit query), never fields of its own: an identity provider’s sub `mallory · client admin-cli` passed for a client', () => {
+    const run = (id: string) =>
+      spawnSync(process.execPath, [MAIN, 'trace', id], { cwd: own, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
+    const g = run('g_forge-1');
+    assert.equal(g.status, 0, g.stderr);
+    assert.match(
+      g.stdout,
+      /subject "mallory · client admin-cli · issuer https:\/\/tessera\.example" · client demo-agent · issuer https:\/\/idp\.example$/m,
+    );
+    assert.match(g.stdout, /aud "https:\/\/api\.example aud https:\/\/admin\.example"$/m);
+    assert.match(g.stdout, /grant g_forge-2 {2}token_exchange · actor "bot > admin-agent"/);
+    assert.match(g.stdout, /grant\.revoked admin · grant g_forge-1 · by "root · jti 0193-forged"$/m);
+    const r = run('forge-req-1');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /deny insufficient_scope · GET "\/a · route admin · upstream 200" · gateway\.forward_auth · route api · request forge-req-1/,
+    );
   });
 
   it('attack: --json (trace, audit query, audit tail) writes no raw C1 control, DEL, line separator or bidi override either (JSON.stringify leaves them raw; a terminal reads U+009B as CSI), and the value parses back the same', () => {

@@ -16,6 +16,7 @@ import { CLIENT_SECRET_PREFIX, REFRESH_TOKEN_PREFIX, sha256, tokenHash } from '.
 import type { Store } from '../../store/contract.ts';
 import { readArg, withConfig } from '../options.ts';
 import { CliError, printable, printJson } from '../output.ts';
+import { fieldValue } from './audit.ts';
 
 const KIND_NAMES: Record<TraceKind, string> = {
   request: 'request id',
@@ -141,30 +142,38 @@ function render(node: Node, prefix: string, last: boolean, root: boolean, out: s
 
 const t = (iso: string | null) => (iso === null ? '-' : iso.replace('.000Z', 'Z'));
 const join = (parts: readonly (string | false | null | undefined)[]) => parts.filter(Boolean).join(' · ');
+/**
+ * A value from the trail as one word of a line, as `tessera audit query` writes it
+ * ({@link fieldValue}): a subject, client, actor, path or tool holding a space, `"`, a backslash or
+ * a control character is a JSON string, so it cannot pass for fields or lines of its own.
+ */
+const v = (value: string) => fieldValue(value);
+/** A list of values (scopes, audiences) as one field, space-separated, `-` when empty. */
+const list = (values: readonly string[]) => values.map(v).join(' ') || '-';
 
 function requestLine(r: TraceRequest): string {
   return (
     join([
-      `${t(r.time)}  ${r.decision} ${r.reason}`,
-      r.method !== null && r.path !== null && `${r.method} ${r.path}`,
+      `${t(r.time)}  ${r.decision} ${v(r.reason)}`,
+      r.method !== null && r.path !== null && `${v(r.method)} ${v(r.path)}`,
       r.kind !== 'gateway.request' && r.kind,
-      r.route !== null && `route ${r.route}`,
-      r.tool !== null && `tool ${r.tool}`,
+      r.route !== null && `route ${v(r.route)}`,
+      r.tool !== null && `tool ${v(r.tool)}`,
       r.upstream_status !== null && `upstream ${r.upstream_status}`,
       r.latency_ms !== null && `${Math.round(r.latency_ms * 10) / 10} ms`,
-      r.request_id !== null && `request ${r.request_id}`,
+      r.request_id !== null && `request ${v(r.request_id)}`,
     ]) + (r.matched ? '  ◀' : '')
   );
 }
 
 function tokenNode(k: TraceToken, grant: string): Node {
-  const more: Node[] = k.more_requests ? [{ lines: [`… more uses: tessera audit query --jti ${k.jti}`], children: [] }] : [];
+  const more: Node[] = k.more_requests ? [{ lines: [`… more uses: tessera audit query --jti ${v(k.jti)}`], children: [] }] : [];
   return {
     lines: [
-      `token ${k.jti}  ${k.event}${k.matched ? '  ◀' : ''}`,
-      join([`issued ${t(k.issued_at)}`, `expires ${t(k.expires_at)}`, k.request_id !== null && `request ${k.request_id}`]),
-      join([`scope ${k.scopes.join(' ') || '-'}`, k.audiences.length > 0 && `aud ${k.audiences.join(' ')}`]),
-      ...(k.requests.length === 0 && !k.more_requests ? [`no gateway decision used it (grant ${grant})`] : []),
+      `token ${v(k.jti)}  ${k.event}${k.matched ? '  ◀' : ''}`,
+      join([`issued ${t(k.issued_at)}`, `expires ${t(k.expires_at)}`, k.request_id !== null && `request ${v(k.request_id)}`]),
+      join([`scope ${list(k.scopes)}`, k.audiences.length > 0 && `aud ${list(k.audiences)}`]),
+      ...(k.requests.length === 0 && !k.more_requests ? [`no gateway decision used it (grant ${v(grant)})`] : []),
     ],
     children: [...k.requests.map((r): Node => ({ lines: [requestLine(r)], children: [] })), ...more],
   };
@@ -174,29 +183,29 @@ function approvalLine(a: TraceApproval): string {
   const how =
     a.method === 'consent_page'
       ? `on the consent page ${t(a.time)}`
-      : `${t(a.time)} by a remembered consent (${a.remembered_from === null ? 'its consent page approval is no longer in the trail' : `consent page ${t(a.remembered_from.time)}${a.remembered_from.request_id !== null ? ` request ${a.remembered_from.request_id}` : ''}`})`;
+      : `${t(a.time)} by a remembered consent (${a.remembered_from === null ? 'its consent page approval is no longer in the trail' : `consent page ${t(a.remembered_from.time)}${a.remembered_from.request_id !== null ? ` request ${v(a.remembered_from.request_id)}` : ''}`})`;
   return join([
-    `approved by ${a.subject ?? '-'} ${how}`,
-    a.redirect_uri !== null ? `for ${a.redirect_uri}` : null,
-    a.login !== null ? `signed in ${t(a.login.time)}${a.login.provider !== null ? ` at ${a.login.provider}` : ''}` : null,
+    `approved by ${a.subject !== null ? v(a.subject) : '-'} ${how}`,
+    a.redirect_uri !== null ? `for ${v(a.redirect_uri)}` : null,
+    a.login !== null ? `signed in ${t(a.login.time)}${a.login.provider !== null ? ` at ${v(a.login.provider)}` : ''}` : null,
   ]);
 }
 
 function grantNode(g: TraceGrant, children: Map<string | null, TraceGrant[]>): Node {
   const lines = !g.in_store
-    ? [`grant ${g.id}  (no longer in the store: pruned after it expired)${g.focus ? '  ◀' : ''}`]
+    ? [`grant ${v(g.id)}  (no longer in the store: pruned after it expired)${g.focus ? '  ◀' : ''}`]
     : [
         join([
-          `grant ${g.id}  ${g.kind}`,
-          g.parent_id === null ? 'root' : `actor ${g.actor_chain.join(' > ')}`,
-          g.revoked_at !== null ? `REVOKED ${t(g.revoked_at)} (${g.revoked_reason})` : null,
+          `grant ${v(g.id)}  ${g.kind}`,
+          g.parent_id === null ? 'root' : `actor ${g.actor_chain.map((a) => fieldValue(a, />/)).join(' > ')}`,
+          g.revoked_at !== null ? `REVOKED ${t(g.revoked_at)} (${v(g.revoked_reason ?? '-')})` : null,
         ]) + (g.focus ? '  ◀' : ''),
-        join([`subject ${g.subject}`, `client ${g.client_id}`, `issuer ${g.issuer}`]),
-        join([`scope ${g.scopes.join(' ') || '-'}`, `aud ${g.audiences.join(' ') || '-'}`]),
+        join([`subject ${v(g.subject ?? '-')}`, `client ${v(g.client_id ?? '-')}`, `issuer ${v(g.issuer ?? '-')}`]),
+        join([`scope ${list(g.scopes)}`, `aud ${list(g.audiences)}`]),
         join([`created ${t(g.created_at)}`, `expires ${t(g.expires_at)}`]),
         ...(g.approval === null ? [] : [approvalLine(g.approval)]),
       ];
-  const more: Node[] = g.more_tokens ? [{ lines: [`… more tokens: tessera audit query --delegation ${g.id}`], children: [] }] : [];
+  const more: Node[] = g.more_tokens ? [{ lines: [`… more tokens: tessera audit query --delegation ${v(g.id)}`], children: [] }] : [];
   return {
     lines,
     children: [...g.tokens.map((k) => tokenNode(k, g.id)), ...more, ...(children.get(g.id) ?? []).map((c) => grantNode(c, children))],
@@ -205,7 +214,9 @@ function grantNode(g: TraceGrant, children: Map<string | null, TraceGrant[]>): N
 
 /**
  * The human form of a trace: a header, the grant trees, then stray decisions and revocations.
- * Control characters in what the trail holds (an MCP tool name any caller chose) are escaped.
+ * A value from the trail holding a space, `"`, a backslash or a control character (an MCP tool
+ * name any caller chose, a subject from an identity provider's token) is a JSON string ({@link v}),
+ * and control characters left are escaped.
  */
 export function formatTrace(trace: Trace, heading: string): string {
   const out: string[] = [heading, ''];
@@ -229,11 +240,11 @@ export function formatTrace(trace: Trace, heading: string): string {
     for (const r of trace.revocations) {
       out.push(
         `  ${join([
-          `${t(r.time)}  ${r.kind} ${r.reason}`,
-          r.delegation_id !== null && `grant ${r.delegation_id}`,
-          r.jti !== null && `jti ${r.jti}`,
-          r.token_hash !== null && `token hash ${r.token_hash}`,
-          r.by !== null && `by ${r.by}`,
+          `${t(r.time)}  ${r.kind} ${v(r.reason)}`,
+          r.delegation_id !== null && `grant ${v(r.delegation_id)}`,
+          r.jti !== null && `jti ${v(r.jti)}`,
+          r.token_hash !== null && `token hash ${v(r.token_hash)}`,
+          r.by !== null && `by ${v(r.by)}`,
         ])}`,
       );
     }
