@@ -68,6 +68,9 @@ export const OAUTH_ERROR_CODES = {
   // The client hung up (or request_timeout cut it) before its body was whole: audited, and the
   // answer goes nowhere. Before, such a request left no event at the form endpoints.
   client_closed: { status: 400, error: 'invalid_request', description: 'The request body was not received whole.' },
+  // Node's parser refused the body after the head was handed over (a chunk that is no chunk): the
+  // listener answered 400 and closed the connection; audited with that status, not as client_closed.
+  request_body_invalid: { status: 400, error: 'invalid_request', description: 'The request body is not validly framed.' },
   // RFC 9110 §15.5.16: no content coding is decoded, so a body labelled with one (gzip, …) is refused,
   // never read as identity while a proxy or log honouring the label saw another body.
   request_content_encoding: {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { IncomingMessage } from 'node:http';
 import type { AuditEvent, AuditKind } from '../audit/event.ts';
 import type { CompiledRule } from '../core/policy.ts';
 import { actorLabel, type Principal, type SubIdTrust, subjectIssuer } from '../core/verify/principal.ts';
@@ -53,6 +54,11 @@ export class Exchange {
    * since has made `trust_sub_id`. Unset: the configuration in force when the event is written.
    */
   vouching: SubIdTrust | undefined = undefined;
+  /**
+   * The HTTP request, when one was begun: the listener may answer it 400 for a body its parser
+   * refused (server/body-invalid.ts), which its finish then records instead of the decision.
+   */
+  request: IncomingMessage | undefined = undefined;
 
   constructor(kind: AuditKind, method: string, remoteAddress: string, start: number, time: number) {
     this.kind = kind;

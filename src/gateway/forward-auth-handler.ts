@@ -144,6 +144,7 @@ function allowHeaders(
 export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: IncomingMessage, res: ServerResponse, x: Exchange): void {
   const fx = new Exchange('gateway.forward_auth', x.method, x.remoteAddress, x.start, x.time);
   fx.requestId = x.requestId;
+  fx.request = x.request;
   fx.secrets = x.secrets;
   fx.vouching = x.vouching;
   // The forward-auth exchange replaces it (x's in-flight count is released when fx finishes), and

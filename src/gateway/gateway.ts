@@ -33,6 +33,7 @@ import { createDpopNonces, DpopWindowHistory } from '../core/verify/dpop.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { INTROSPECTION_RETRY_AFTER, REVOCATION_RETRY_AFTER } from '../core/verify/verifier.ts';
+import { bodyMarkedInvalid } from '../server/body-invalid.ts';
 import { bodyUnread, closeUnread } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
@@ -782,6 +783,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     x.done = true;
     inflight--;
     if (inflight === 0 && drained) drained();
+    // The listener answered 400 for a body its parser refused, before any answer of the gateway's
+    // (the answer decided, or a 401 decided after, reached no one): the event and the metrics say
+    // what the caller got. An upstream the request was relayed to saw the body cut short.
+    if (x.request !== undefined && bodyMarkedInvalid(x.request)) {
+      x.decision = 'deny';
+      x.reason = 'request_body_invalid';
+      x.status = 400;
+    }
     const latency = performance.now() - x.start;
     metrics.request(x.route ?? NO_ROUTE, x.decision, x.status, latency / 1000);
     if (x.decision === 'deny') metrics.deny(x.reason);
@@ -860,6 +869,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     inflight++;
     const x = new Exchange(kind, req.method ?? 'GET', plainAddress(req.socket.remoteAddress ?? ''), performance.now(), clock());
     x.auditSlot = admitted && refuseWhenFull;
+    x.request = req;
     // The configuration the exchange is decided under (every handler reads `state` in this tick).
     x.vouching = state.vouching;
     return x;

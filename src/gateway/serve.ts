@@ -17,6 +17,7 @@ import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, ERROR_CODES } from '../core/errors.ts';
 import { peerAllowed, peerList } from '../core/peers.ts';
 import { addressKey } from '../core/ratelimit.ts';
+import { markBodyInvalid, refusedByParser } from '../server/body-invalid.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
@@ -286,7 +287,12 @@ export function createListener(
     // Node's own handler does.
     if (socket.writable && !socket.destroyed && !answering?.headersSent) {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-      onRefused?.(status);
+      // A body refused after its head went to a handler (a bad chunk, even in the head's packet):
+      // the 400 is its answer, which that handler audits and counts (request_body_invalid).
+      const reading = (socket as { parser?: { incoming?: IncomingMessage | null } | null }).parser?.incoming;
+      if (status === 400 && refusedByParser(err) && reading != null && !reading.complete && answering?.req === reading)
+        markBodyInvalid(reading);
+      else onRefused?.(status);
       const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     } else socket.destroy();

@@ -43,6 +43,7 @@ export interface OAuthRequest {
     | 'request_content_encoding'
     | 'request_body_too_large'
     | 'client_closed'
+    | 'request_body_invalid'
     | 'dpop_proof_invalid'
     | 'cors_origin_not_allowed'
     | 'request_framing_invalid'

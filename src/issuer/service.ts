@@ -1428,6 +1428,7 @@ export class TokenService {
         | 'request_not_utf8'
         | 'request_body_too_large'
         | 'client_closed'
+        | 'request_body_invalid'
         | 'cors_origin_not_allowed'
         | 'request_framing_invalid';
     } = {},

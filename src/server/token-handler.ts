@@ -26,6 +26,7 @@ import { malformedBody, plainText, revocationRequest, strictBodyFault } from './
 import { AUDIT_EVENTS } from './audit-events.ts';
 import type { Authenticator } from './authenticator.ts';
 import { createAuthorizeHandler, createLoginCallbackHandler, createLogoutHandler } from './authorize-handler.ts';
+import { bodyInvalid } from './body-invalid.ts';
 import { bodyUnread, closeUnread } from './close-unread.ts';
 import { skipContinue } from './expect-continue.ts';
 import { createOidcAuthenticator } from './oidc-authenticator.ts';
@@ -92,6 +93,14 @@ class BodyAborted extends Error {
   readonly code = 'client_closed';
 }
 
+/**
+ * The parser refused the body (a chunk that is no chunk): the listener answered 400 and closed the
+ * connection ({@link bodyInvalid}). The client did not hang up.
+ */
+class BodyInvalid extends Error {
+  readonly code = 'request_body_invalid';
+}
+
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
@@ -117,8 +126,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(chunk);
     });
     req.on('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
-    // Node reports a body cut short as an `aborted` ECONNRESET error on the request.
-    req.on('error', (err) => reject(req.complete ? err : new BodyAborted()));
+    // Node reports a body cut short as an `aborted` ECONNRESET error on the request, also one whose
+    // framing its parser refused.
+    req.on('error', (err) => reject(req.complete ? err : bodyInvalid(req) ? new BodyInvalid() : new BodyAborted()));
   });
 }
 
@@ -443,8 +453,9 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       return sendError(res, error, requestId, nonce);
     }
     if (error instanceof BodyTooLarge) return sendError(res, new OAuthError('request_body_too_large'), requestId, nonce);
-    // Reported, each client that hangs up mid-body would be an error line in the operator's log.
-    if (error instanceof BodyAborted) return;
+    // Reported, each client that hangs up mid-body (or sends a chunk that is no chunk, answered 400
+    // by the listener) would be an error line in the operator's log.
+    if (error instanceof BodyAborted || error instanceof BodyInvalid) return;
     options.onError?.(error, requestId);
     sendError(res, new OAuthError(error instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error'), requestId, nonce);
   };
@@ -482,6 +493,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       } catch (err) {
         if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
         else if (err instanceof BodyAborted) requestFault = 'client_closed';
+        else if (err instanceof BodyInvalid) requestFault = 'request_body_invalid';
         else throw err;
       }
     }
@@ -538,6 +550,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       | 'request_not_utf8'
       | 'request_body_too_large'
       | 'client_closed'
+      | 'request_body_invalid'
       | 'cors_origin_not_allowed'
       | 'request_framing_invalid'
       | undefined;
@@ -565,6 +578,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
           bodyFault = fault === 'repeated' ? 'registration_metadata_member_repeated' : 'registration_metadata_invalid';
       } catch (err) {
         if (err instanceof BodyAborted) requestFault = 'client_closed';
+        else if (err instanceof BodyInvalid) requestFault = 'request_body_invalid';
         else if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
         else bodyFault = 'registration_metadata_invalid';
       }
@@ -625,8 +639,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
           ? error.code
           : error instanceof BodyTooLarge
             ? 'request_body_too_large'
-            : error instanceof BodyAborted
-              ? 'client_closed'
+            : error instanceof BodyAborted || error instanceof BodyInvalid
+              ? error.code
               : error instanceof StoreUnavailableError
                 ? 'store_unavailable'
                 : 'server_error';

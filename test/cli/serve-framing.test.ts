@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,7 +14,7 @@ import { initialize } from '../../src/cli/commands/init.ts';
 import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import { type RawUpstream, startRawUpstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
-import { freePort, rawHttp, sendLargeBody } from '../helpers/net.ts';
+import { freePort, rawHttp, sendLargeBody, until } from '../helpers/net.ts';
 
 const statuses = (response: string) => [...response.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
 const chunk = (text: string) => `${text.length.toString(16)}\r\n${text}\r\n`;
@@ -90,6 +91,30 @@ for (const [setup, gatewaySection] of [
         assert.doesNotMatch(r, /access_token/);
         assert.deepEqual(await events(s, requestId), [['token.denied', 'request_framing_invalid']]);
         assert.deepEqual(upstream.requests, []);
+      });
+    }
+
+    for (const [when, split] of [
+      ['in the head’s packet', false],
+      ['after the head', true],
+    ] as const) {
+      it(`attack: a chunk the parser refuses (${when}) at the token endpoint is answered 400 by the listener and audited token.denied request_body_invalid, not client_closed (the client did not hang up)`, async () => {
+        const requestId = `bad-chunk-${setup.slice(0, 5)}-${split}`;
+        const head = `POST /oauth2/token HTTP/1.1\r\nHost: a\r\nX-Request-Id: ${requestId}\r\nAuthorization: ${basic('agent', s.secret)}\r\n${FORM}\r\nTransfer-Encoding: chunked\r\n\r\n`;
+        const body = `${chunk('grant_type=client_credentials')}zz\r\n`;
+        const r = await new Promise<string>((resolve, reject) => {
+          const socket = connect(Number(new URL(s.running.url).port), '127.0.0.1', () => socket.write(split ? head : head + body));
+          if (split) setTimeout(() => socket.write(body), 100);
+          let got = '';
+          socket.on('data', (d) => {
+            got += d;
+          });
+          socket.on('end', () => resolve(got)).on('error', reject);
+        });
+        assert.deepEqual(statuses(r), [400], r);
+        assert.doesNotMatch(r, /access_token/);
+        await until(async () => (await events(s, requestId)).length > 0);
+        assert.deepEqual(await events(s, requestId), [['token.denied', 'request_body_invalid']]);
       });
     }
 

@@ -4,11 +4,12 @@
  * from what a caller or an upstream chooses.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, connect, createServer } from 'node:net';
 import { describe, it } from 'node:test';
 import { statusLabel } from '../../src/gateway/metrics.ts';
 import { rawHttp } from '../helpers/net.ts';
-import { AUDIENCE, baseConfig, mcpRoute, startGateway, startUpstream, token } from './helpers.ts';
+import { AUDIENCE, baseConfig, ISSUER, key, mcpRoute, startGateway, startUpstream, token } from './helpers.ts';
 
 /** The series of a scrape: every sample line, value dropped. */
 function seriesOf(text: string): string[] {
@@ -194,6 +195,75 @@ describe('gateway metrics: label cardinality', () => {
     } finally {
       await gw.close();
       await upstream.close();
+    }
+  });
+
+  it('attack: a body whose chunk the parser refuses, sent in the head’s packet, was answered 400 by the listener while the decision made after it (401) was audited and counted, and the 400 counted as a parser refusal too; now one 400 request_body_invalid, in the event and in requests_total, none among the parser refusals; likewise one relayed upstream (was allow client_closed, status 0)', async () => {
+    const upstream = await startUpstream();
+    // The issuer's keys come late: the token is decided after the parser has refused the body.
+    const jwks = createHttpServer((_req, res) => {
+      setTimeout(() => res.setHeader('content-type', 'application/json').end(JSON.stringify({ keys: [key.jwk] })), 400);
+    });
+    await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
+    const gw = await startGateway({
+      ...baseConfig(),
+      issuers: [
+        {
+          issuer: ISSUER,
+          audiences: [AUDIENCE],
+          algorithms: ['ES256'],
+          jwks_uri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
+        },
+      ],
+      gateway: {
+        routes: [
+          { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', audience: AUDIENCE, rules: [{}] },
+          { id: 'public', match: { path_prefix: '/public' }, upstream: { url: upstream.url }, auth: 'none' },
+        ],
+      },
+    });
+    const scrape = async () => (await fetch(`${gw.url}/metrics`)).text();
+    const sample = (text: string, series: string) => {
+      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+      return line === undefined ? 0 : Number(line.slice(series.length + 1));
+    };
+    try {
+      const other = await token({ aud: 'https://other.example' });
+      const head = (path: string, rid: string, auth = '') =>
+        `POST ${path} HTTP/1.1\r\nHost: a\r\nX-Request-Id: ${rid}\r\n${auth}Transfer-Encoding: chunked\r\n\r\n`;
+      const r = await rawHttp(gw.url, `${head('/api/x', 'bad-chunk-1', `Authorization: Bearer ${other}\r\n`)}5\r\nhello\r\nzz\r\n`);
+      assert.equal(r, 'HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      // The body cut in a later packet, the request relayed upstream meanwhile.
+      const relayed = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(gw.url).port), '127.0.0.1', () =>
+          socket.write(`${head('/public/x', 'bad-chunk-2')}5\r\nhello\r\n`),
+        );
+        setTimeout(() => socket.write('zz\r\n'), 200);
+        let got = '';
+        socket.on('data', (d) => {
+          got += d;
+        });
+        socket.on('end', () => resolve(got)).on('error', reject);
+      });
+      assert.match(relayed, /^HTTP\/1\.1 400 Bad Request\r\n/);
+      // The late keys arrive, and the token is refused (401) for the first, answered to no one.
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      await gw.served.gateway.audit.flush();
+      const events = gw.audit.events.filter((e) => e.request_id?.startsWith('bad-chunk-'));
+      assert.deepEqual(events.map((e) => [e.request_id, e.route, e.decision, e.reason]).sort(), [
+        ['bad-chunk-1', 'api', 'deny', 'request_body_invalid'],
+        ['bad-chunk-2', 'public', 'deny', 'request_body_invalid'],
+      ]);
+      const text = await scrape();
+      assert.equal(sample(text, 'tessera_gateway_requests_total{route="api",decision="deny",status="400"}'), 1, text);
+      assert.equal(sample(text, 'tessera_gateway_requests_total{route="api",decision="deny",status="401"}'), 0);
+      assert.equal(sample(text, 'tessera_gateway_requests_total{route="public",decision="deny",status="400"}'), 1);
+      assert.equal(sample(text, 'tessera_gateway_requests_total{route="public",decision="allow",status="0"}'), 0);
+      assert.equal(sample(text, 'tessera_gateway_parser_refusals_total{status="400"}'), 0);
+    } finally {
+      await gw.close();
+      await upstream.close();
+      jwks.close();
     }
   });
 

@@ -287,6 +287,66 @@ describe('a client hanging up while it sends the body', () => {
   });
 });
 
+describe('a body the HTTP parser refuses', () => {
+  it('attack: a chunk that is no chunk, under a server of the embedder’s own (Node answers 400 itself): audited request_body_invalid at the token endpoint and the admin API, not client_closed (the client did not hang up), and not reported to onError', async () => {
+    const errors: unknown[] = [];
+    const tokens = createTokenServiceHandler(issuer.service, { onError: (e) => errors.push(e) });
+    const closed: Promise<void>[] = [];
+    const server = createServer((req, res) => {
+      closed.push(new Promise((resolve) => req.on('close', () => setTimeout(resolve, 100))));
+      if (!tokens(req, res)) res.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const c = await issuer.addClient({ id: 'bad-chunk-probe', scopes: ['api:read'] });
+    const ops = await issuer.addClient({ id: 'bad-chunk-ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
+    const admin = (await (
+      await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(ops.id, ops.secret) })
+    ).json()) as { access_token: string };
+    const badChunk = (path: string, authorization: string, type: string, requestId: string) =>
+      new Promise<string>((resolve, reject) => {
+        let got = '';
+        const s = connect(port, '127.0.0.1', () => {
+          s.write(
+            `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${authorization}\r\nContent-Type: ${type}\r\n` +
+              `Transfer-Encoding: chunked\r\nX-Request-Id: ${requestId}\r\n\r\n7\r\n{"grant\r\nzz\r\n`,
+          );
+        });
+        s.on('data', (d) => {
+          got += d;
+        });
+        s.on('close', () => resolve(got)).on('error', reject);
+      });
+    try {
+      assert.match(
+        await badChunk('/oauth2/token', basic(c.id, c.secret), 'application/x-www-form-urlencoded', 'bad-chunk-token'),
+        /^HTTP\/1\.1 400 /,
+      );
+      assert.match(
+        await badChunk('/oauth2/admin/revoke', `Bearer ${admin.access_token}`, 'application/json', 'bad-chunk-admin'),
+        /^HTTP\/1\.1 400 /,
+      );
+      await Promise.all(closed);
+      assert.deepEqual(errors, []);
+      await issuer.service.audit.flush();
+      for (const [id, kind] of [
+        ['bad-chunk-token', 'token.denied'],
+        ['bad-chunk-admin', 'admin.action'],
+      ] as const) {
+        const trail = await issuer.store.queryAudit({ request_id: id, limit: 10 });
+        assert.deepEqual(
+          trail.map((e) => [e.kind, e.decision, e.reason]),
+          [[kind, 'deny', 'request_body_invalid']],
+          id,
+        );
+      }
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
+
 describe('browsers and CORS', () => {
   it('attack: a page on another origin cannot call the token endpoint: a preflight gets 405 and no Access-Control-Allow-* header, a simple POST carrying an Origin gets no Access-Control-Allow-Origin (none reflected, none with credentials)', async () => {
     const c = await issuer.addClient({ id: 'cors-probe', scopes: ['api:read'] });
