@@ -111,8 +111,8 @@ export function expressAuth(
       next(caseMismatch);
       return;
     }
-    const body = formParams(req.body);
-    verifyOnce(verifier, req, toVerifyRequest(req, { ...options, body: () => body })).then(
+    // Read only for an urlencoded body (toVerifyRequest): a JSON one's access_token is the app's.
+    verifyOnce(verifier, req, toVerifyRequest(req, { ...options, body: () => formParams(req.body) })).then(
       (result) => {
         if (result.ok) {
           req.principal = result.principal;

@@ -78,10 +78,13 @@ export function fastifyAuth(
       config.routerOptions?.useSemicolonDelimiter ?? Object.getOwnPropertyDescriptor(config, 'useSemicolonDelimiter')?.value === true;
     if (!app.hasRequestDecorator('principal')) app.decorateRequest('principal', undefined);
     app.addHook(formBody ? 'preValidation' : 'onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-      const body = formParams(request.body);
       let result: Awaited<ReturnType<typeof verifyOnce>>;
       try {
-        result = await verifyOnce(verifier, request.raw, toVerifyRequest(request.raw, { ...options, body: () => body }, semicolon));
+        result = await verifyOnce(
+          verifier,
+          request.raw,
+          toVerifyRequest(request.raw, { ...options, body: () => formParams(request.body) }, semicolon),
+        );
       } catch (error) {
         // A callback of the application threw while verifying: Fastify's default handler would
         // send its message (which may quote the request) in the 500 and log it.

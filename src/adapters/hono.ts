@@ -22,7 +22,7 @@ import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import { denyResponse } from './response.ts';
-import { AdapterFailure, adapterOptions, verifyOnce } from './shared.ts';
+import { AdapterFailure, adapterOptions, isFormBody, verifyOnce } from './shared.ts';
 
 /** Hono environment type carrying the principal. */
 export interface TesseraEnv {
@@ -157,7 +157,7 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
         : 'http://host.invalid';
     }
     let body: URLSearchParams | undefined;
-    if (formBody && raw.body && (raw.headers.get('content-type') ?? '').toLowerCase().startsWith('application/x-www-form-urlencoded')) {
+    if (formBody && raw.body && isFormBody(raw.headers.get('content-type'))) {
       const text = await formBodyText(raw);
       if (text !== undefined) body = new URLSearchParams(text);
     }

@@ -65,7 +65,11 @@ export interface NodeAdapterOptions {
    * every request passes through; otherwise a caller could choose the URL it is checked against.
    */
   readonly trustProxy?: boolean;
-  /** Form body for RFC 6750 §2.2 tokens, when `transport.form_body` is enabled. */
+  /**
+   * Form body for RFC 6750 §2.2 tokens, when `transport.form_body` is enabled: called only for a
+   * request whose Content-Type is `application/x-www-form-urlencoded` (any other body is never
+   * read for a token).
+   */
   readonly body?: (req: IncomingMessage) => VerifyRequest['body'];
 }
 

@@ -114,6 +114,18 @@ export function formParams(body: unknown): URLSearchParams | undefined {
   return params;
 }
 
+/**
+ * Whether a Content-Type names `application/x-www-form-urlencoded` (parameters aside), the only
+ * body RFC 6750 §2.2 defines an `access_token` parameter for. Any other body (a JSON API's payload
+ * with a member named `access_token`) is the application's: never read for a token, so neither
+ * refused beside an Authorization header nor authenticated by it.
+ */
+export function isFormBody(contentType: string | null | undefined): boolean {
+  if (contentType == null) return false;
+  const semi = contentType.indexOf(';');
+  return (semi < 0 ? contentType : contentType.slice(0, semi)).trim().toLowerCase() === 'application/x-www-form-urlencoded';
+}
+
 /** The path of an origin-form target (before `?` or `#`). */
 function targetPath(target: string): string {
   const end = target.search(/[?#]/);
@@ -155,7 +167,7 @@ export function checkNodeRequest(req: IncomingMessage): void {
  */
 export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}, semicolon = false): VerifyRequest {
   checkNodeRequest(req);
-  const body = options.body?.(req);
+  const body = options.body !== undefined && isFormBody(req.headers['content-type']) ? options.body(req) : undefined;
   // originalUrl (Express; Fastify with rewriteUrl) is the target the client sent, which a DPoP
   // proof names. The rules see the path the framework routes on: Express's req.url below its
   // mount point (baseUrl) as a middleware may have rewritten it, Fastify's rewritten req.url.

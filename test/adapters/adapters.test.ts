@@ -637,6 +637,24 @@ describe('adapters with form-body tokens enabled', () => {
     f.post('/items', async (request) => ({ subject: request.principal?.subject }));
     await f.listen({ port: 0, host: '127.0.0.1' });
     apps.fastify = { origin: origin(f.server), close: () => f.close() };
+    // node:http: the application reads the body and hands it over as text.
+    const auth = nodeAuth(formVerifier, { body: (req) => (req as typeof req & { text?: string }).text });
+    apps['node:http'] = await listenOn(
+      createServer(async (req, res) => {
+        let text = '';
+        for await (const chunk of req) text += chunk;
+        (req as typeof req & { text?: string }).text = text;
+        const principal = await auth(req, res);
+        if (principal) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ subject: principal.subject }));
+      }),
+    );
+    const h = new Hono<TesseraEnv>();
+    h.use('*', honoAuth(formVerifier));
+    h.post('/items', (c) => c.json({ subject: c.var.principal.subject }));
+    const server = await new Promise<Server>((resolve) => {
+      const started = serve({ fetch: h.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(started as Server));
+    });
+    apps.hono = { origin: origin(server), close: () => closeServer(server) };
   });
   after(async () => {
     for (const a of Object.values(apps)) await a.close();
@@ -645,7 +663,7 @@ describe('adapters with form-body tokens enabled', () => {
   const post = (base: string, headers: Record<string, string>, body: string) =>
     fetch(`${base}/items`, { method: 'POST', headers, body }).then(async (r) => ({ status: r.status, body: await r.text() }));
 
-  for (const name of ['express', 'fastify']) {
+  for (const name of ['node:http', 'express', 'fastify', 'hono']) {
     it(`${name}: accepts a token in an urlencoded body`, async () => {
       const answer = await post(apps[name]!.origin, { 'content-type': 'application/x-www-form-urlencoded' }, `access_token=${token}`);
       assert.equal(answer.status, 200, answer.body);
@@ -659,11 +677,22 @@ describe('adapters with form-body tokens enabled', () => {
       }
     });
 
-    it(`${name}: an access_token member in a JSON body is refused, whatever its type`, async () => {
-      for (const value of ['"x"', '{"toString":1}', '["a","b"]', '42']) {
-        const answer = await post(apps[name]!.origin, { 'content-type': 'application/json' }, `{"access_token":${value}}`);
-        assert.equal(answer.status, 400, `${value}: ${answer.body}`);
-        assert.equal(JSON.parse(answer.body).error, 'invalid_request');
+    it(`attack: ${name}: a JSON API whose payload has a member named access_token (RFC 6750 §2.2 defines the parameter for urlencoded bodies only) is neither refused beside an Authorization header (was 400 request_multiple_methods) nor authenticated by it`, async () => {
+      const json = { 'content-type': 'application/json; charset=utf-8' };
+      for (const value of ['"x"', `"${token}"`, '{"toString":1}', '["a","b"]', '42', `"&access_token=${token}&"`]) {
+        const body = `{"access_token":${value}}`;
+        const withHeader = await post(apps[name]!.origin, { ...json, authorization: `Bearer ${token}` }, body);
+        assert.equal(withHeader.status, 200, `${value}: ${withHeader.body}`);
+        assert.equal(JSON.parse(withHeader.body).subject, 'user-1');
+        const alone = await post(apps[name]!.origin, json, body);
+        assert.equal(alone.status, 401, `${value}: ${alone.body}`);
+        assert.deepEqual(JSON.parse(alone.body), { error: 'unauthorized', error_description: desc('credentials_missing') });
+      }
+      // Nor any other body that reads as a form: only the urlencoded media type is one.
+      for (const type of ['text/plain', 'application/x-www-form-urlencodedx', 'multipart/form-data; boundary=x']) {
+        const answer = await post(apps[name]!.origin, { 'content-type': type }, `access_token=${token}`);
+        // Fastify answers a type it has no parser for (415) before any hook.
+        assert.ok(answer.status === 401 || (name === 'fastify' && answer.status === 415), `${type}: ${answer.status} ${answer.body}`);
       }
     });
   }

@@ -91,8 +91,13 @@ after(() => {
   console.error = consoleError;
 });
 
-async function assertServerError(app: Running, expectBody: (body: string) => void) {
-  const answer = await fetch(`${app.origin}/items/1`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(3000) });
+async function assertServerError(app: Running, expectBody: (body: string) => void, form = false) {
+  const answer = await fetch(`${app.origin}/items/1`, {
+    // The `body` hook is called for an urlencoded body only.
+    ...(form ? { method: 'POST', body: 'a=1' } : {}),
+    headers: { authorization: `Bearer ${token}`, ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
+    signal: AbortSignal.timeout(3000),
+  });
   const body = await answer.text();
   assert.equal(answer.status, 500, body);
   assert.ok(!body.includes(token), 'the token is in the answer');
@@ -123,7 +128,7 @@ describe('a user callback that throws during verification', () => {
     });
     const app = await nodeApp(auth);
     try {
-      await assertServerError(app, (body) => assert.deepEqual(JSON.parse(body), { error: 'server_error' }));
+      await assertServerError(app, (body) => assert.deepEqual(JSON.parse(body), { error: 'server_error' }), true);
       assert.ok(
         reported.some((r) => r.includes('TESSERA_ADAPTER_FAILED') && r.includes('SyntaxError')),
         `no warning naming the failure: ${reported.join('\n')}`,
