@@ -1798,7 +1798,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       body,
       headersTimeout: route.upstream.headersTimeout,
       bodyTimeout: route.upstream.bodyTimeout,
-      responseHeaders: ['x-request-id', x.requestId],
+      // A fresh DPoP nonce when the caller's is about to expire (RFC 9449 §9); an upstream's own
+      // DPoP-Nonce never reaches the caller (callerResponseHeaders).
+      responseHeaders:
+        decision.dpopNonce === undefined ? ['x-request-id', x.requestId] : ['x-request-id', x.requestId, 'dpop-nonce', decision.dpopNonce],
       ownCredential: route.upstream.ownCredential,
     };
     // The request a POST's event stream answers (not a notification's, not a response's): its error may end the stream.

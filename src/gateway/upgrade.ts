@@ -192,7 +192,8 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
           connectTimeout: route.upstream.connectTimeout,
           headersTimeout: route.upstream.headersTimeout,
           bodyTimeout: route.upstream.bodyTimeout,
-          responseHeaders: ['x-request-id', x.requestId],
+          responseHeaders:
+            d.dpopNonce === undefined ? ['x-request-id', x.requestId] : ['x-request-id', x.requestId, 'dpop-nonce', d.dpopNonce],
           ownCredential: route.upstream.ownCredential,
           callerKey: key,
         },

@@ -255,3 +255,84 @@ describe('dpop.nonce_secret in the library (createVerifier, the adapters)', () =
     }
   });
 });
+
+describe('gateway: a fresh DPoP-Nonce on allowed responses (RFC 9449 §9)', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let bound: string;
+  // Nonces are of 5-minute slots, each good in its slot and the next: the clock is moved by slots.
+  let nowMs = Date.now();
+  before(async () => {
+    // An upstream setting DPoP-Nonce of its own, which must never reach the caller.
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'dpop-nonce': 'upstream-chosen-nonce' }).end('ok');
+    });
+    bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) }, exp: Math.floor(nowMs / 1000) + 7200 });
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        server: { public_url: `${PUBLIC}/` },
+        dpop: { mode: 'allowed', nonce: true },
+        gateway: {
+          routes: [
+            { id: 'api', match: { path_prefix: '/items' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] },
+            { id: 'bearer', match: { path_prefix: '/plain' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] },
+          ],
+        },
+      },
+      { clock: () => nowMs },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const call = async (nonce?: string) =>
+    fetch(`${gw.url}/items`, {
+      headers: {
+        authorization: `DPoP ${bound}`,
+        dpop: await new SignJWT({
+          htm: 'GET',
+          htu: `${PUBLIC}/items`,
+          jti: randomUUID(),
+          ath: createHash('sha256').update(bound).digest('base64url'),
+          ...(nonce !== undefined ? { nonce } : {}),
+        })
+          .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
+          .setIssuedAt(Math.floor(nowMs / 1000))
+          .sign(holder.privateKey),
+      },
+    });
+
+  it('a proof whose nonce is of the previous slot is allowed with the current one in DPoP-Nonce, so the client never meets use_dpop_nonce; a current one gets none; the upstream’s own DPoP-Nonce never reaches the caller', async () => {
+    const first = await call();
+    assert.equal(first.status, 401);
+    const n1 = first.headers.get('dpop-nonce');
+    assert.ok(n1);
+    const current = await call(n1);
+    assert.equal(current.status, 200);
+    assert.equal(current.headers.get('dpop-nonce'), null, 'its nonce is the current one: none sent, not the upstream’s');
+    nowMs += 300_000;
+    const aging = await call(n1);
+    assert.equal(aging.status, 200);
+    const n2 = aging.headers.get('dpop-nonce');
+    assert.ok(n2 !== null && n2 !== n1 && n2 !== 'upstream-chosen-nonce', `a fresh nonce of the gateway’s: ${n2}`);
+    nowMs += 300_000;
+    // n1 has now expired (the client that kept it pays a retry); n2, taken from the answer, passes.
+    assert.equal((await call(n1)).status, 401);
+    const next = await call(n2);
+    assert.equal(next.status, 200);
+    const n3 = next.headers.get('dpop-nonce');
+    assert.ok(n3 !== null && n3 !== n2 && n3 !== 'upstream-chosen-nonce', `the next nonce: ${n3}`);
+    assert.equal((await call(n3)).headers.get('dpop-nonce'), null);
+  });
+
+  it('attack: the upstream cannot set DPoP-Nonce for the caller on a bearer request either', async () => {
+    const res = await fetch(`${gw.url}/plain`, {
+      headers: { authorization: `Bearer ${await token({ exp: Math.floor(nowMs / 1000) + 3600 })}` },
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('dpop-nonce'), null);
+  });
+});

@@ -308,7 +308,7 @@ export async function checkDpopProof(
   options: DpopCheckOptions,
   nowSeconds: number,
   recorded?: RecordedProofs,
-): Promise<{ jkt: string } | TesseraError> {
+): Promise<{ jkt: string; nonce?: string } | TesseraError> {
   if (proof.length > options.maxProofSize) return fail('dpop_proof_invalid');
   const split = splitCompact(proof);
   if (!split) return fail('dpop_proof_invalid');
@@ -355,10 +355,16 @@ export async function checkDpopProof(
   const athBytes = Buffer.from(ath);
   const expectedAth = Buffer.from(context.accessTokenHash);
   if (athBytes.length !== expectedAth.length || !timingSafeEqual(athBytes, expectedAth)) return fail('dpop_ath_mismatch', 'ath');
+  // With nonces, a proof naming one of the previous slot (valid until the current slot ends) is
+  // answered with the current one (RFC 9449 §9: a server may send a fresh nonce on a successful
+  // response), so a client that follows never pays a use_dpop_nonce round trip.
+  let next: { jkt: string; nonce?: string } = { jkt: key.thumbprint };
   if (options.nonces) {
     if (typeof nonce !== 'string' || !options.nonces.isValid(nonce)) {
       return new TesseraError('dpop_nonce_required', { claim: 'nonce', dpopNonce: options.nonces.current() });
     }
+    const current = options.nonces.current();
+    if (nonce !== current) next = { jkt: key.thumbprint, nonce: current };
   }
   // Only a proof that passed every other check is remembered, so junk cannot fill the cache. Its
   // iat passes while the whole second nowSeconds <= iat + window + skew lasts, so the jti is kept
@@ -375,7 +381,7 @@ export async function checkDpopProof(
   const replayKey = `${key.thumbprint}:${jtiDigest(jti)}`;
   // This very request recorded it in this cache already (another verifier it passed).
   const ofRequest = recorded === undefined || !(recorded instanceof WeakMap) ? undefined : recorded.get(options.replay);
-  if (ofRequest?.has(replayKey)) return { jkt: key.thumbprint };
+  if (ofRequest?.has(replayKey)) return next;
   let first: boolean | ReplayRefusal;
   try {
     first = await options.replay.use(replayKey, Math.floor(iat + retention) + 1, key.thumbprint);
@@ -391,5 +397,5 @@ export async function checkDpopProof(
     if (ofRequest === undefined) recorded.set(options.replay, new Set([replayKey]));
     else ofRequest.add(replayKey);
   }
-  return { jkt: key.thumbprint };
+  return next;
 }

@@ -136,6 +136,11 @@ export interface VerifySuccess {
   readonly principal: Principal;
   /** The rule that allowed the request, when a policy is configured. */
   readonly rule?: CompiledRule;
+  /**
+   * With `dpop.nonce`: a fresh nonce to send in the response's `DPoP-Nonce` header (RFC 9449 §9),
+   * set when the proof's nonce is older than the current one and expires sooner.
+   */
+  readonly dpopNonce?: string;
 }
 
 /**
@@ -986,7 +991,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       Math.floor(clock() / 1000),
       (request as WithRecordedProofs)[RECORDED_PROOFS],
     ).then((checked): VerifyResult => {
-      return checked instanceof TesseraError ? { ok: false, error: checked, principal } : result;
+      if (checked instanceof TesseraError) return { ok: false, error: checked, principal };
+      return checked.nonce === undefined ? result : { ...result, dpopNonce: checked.nonce };
     });
   }
 
@@ -1012,7 +1018,10 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   function authorize(request: VerifyRequest, result: VerifyResult, activePolicy: Policy): VerifyResult {
     if (!result.ok) return result;
     const decision = activePolicy.evaluate({ method: request.method, path: request.path ?? pathOf(request.url) }, result.principal);
-    if (decision.allowed) return { ok: true, principal: result.principal, rule: decision.rule };
+    if (decision.allowed) {
+      const allowed: VerifySuccess = { ok: true, principal: result.principal, rule: decision.rule };
+      return result.dpopNonce === undefined ? allowed : { ...allowed, dpopNonce: result.dpopNonce };
+    }
     const details: { scope?: string; claim?: string } = {};
     if (decision.code === 'scope_insufficient' && decision.rule?.scopeHint) details.scope = decision.rule.scopeHint;
     if (decision.claim) details.claim = decision.claim;

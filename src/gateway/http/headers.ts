@@ -325,6 +325,8 @@ function setsLoginCookie(value: string): boolean {
  * `[name, value, name, value…]` buffers; returns a flat `[name, value…]` list for `writeHead`.
  * With `ownCredential` (the gateway injected the upstream's credential) the upstream's
  * `WWW-Authenticate` is removed too: its challenge is about a credential the caller never holds.
+ * The upstream's `DPoP-Nonce` is removed: the gateway checks the caller's proofs and hands out
+ * their nonces (`add` may carry one).
  * A `Set-Cookie` of the token service's login cookies is removed: the upstream shares the origin,
  * and one planting a session or login state cookie someone copied from their own browser would
  * sign the caller in as that someone (login CSRF), or clearing one would sign them out.
@@ -340,6 +342,9 @@ export function callerResponseHeaders(raw: readonly (Buffer | string)[], add?: r
       continue;
     }
     if (ownCredential && lower === 'www-authenticate') continue;
+    // The caller's DPoP nonces are the gateway's (RFC 9449 §9): one the upstream sets would be
+    // refused in the next proof (or, on a route without nonces, never asked for).
+    if (lower === 'dpop-nonce') continue;
     const value = raw[i + 1]!.toString('latin1');
     if (lower === 'set-cookie' && setsLoginCookie(value)) continue;
     out.push(lower, value);

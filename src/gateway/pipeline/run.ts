@@ -21,6 +21,8 @@ export type Decision =
       readonly rule: CompiledRule | undefined;
       /** Headers to add toward the upstream (credential, identity). */
       readonly headers: Record<string, string>;
+      /** A fresh DPoP nonce to send the caller in the response's `DPoP-Nonce` (RFC 9449 §9). */
+      readonly dpopNonce?: string;
     }
   | { readonly ok: false; readonly error: TesseraError; readonly principal?: Principal; readonly rule?: CompiledRule };
 
@@ -108,10 +110,14 @@ export function afterAuthn(
     if (r instanceof Promise) (pending ??= []).push(r);
     else if (r !== undefined) return fail(r, principal, authz.rule);
   }
-  if (pending === undefined) return { ok: true, principal, rule: authz.rule, headers };
+  const allowed: Decision =
+    authn.dpopNonce === undefined
+      ? { ok: true, principal, rule: authz.rule, headers }
+      : { ok: true, principal, rule: authz.rule, headers, dpopNonce: authn.dpopNonce };
+  if (pending === undefined) return allowed;
   return Promise.all(pending).then((results): Decision => {
     for (const r of results) if (r !== undefined) return fail(r, principal, authz.rule);
-    return { ok: true, principal, rule: authz.rule, headers };
+    return allowed;
   });
 }
 

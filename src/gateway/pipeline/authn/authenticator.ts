@@ -13,7 +13,12 @@ import type { GatewayRequest } from '../request.ts';
 export const NOT_RESPONSIBLE: unique symbol = Symbol('not-responsible');
 
 export type AuthnOutcome =
-  | { readonly ok: true; readonly principal: Principal | undefined }
+  | {
+      readonly ok: true;
+      readonly principal: Principal | undefined;
+      /** A fresh DPoP nonce for the response (`dpop.nonce`; the verifier result's `dpopNonce`). */
+      readonly dpopNonce?: string;
+    }
   | { readonly ok: false; readonly error: TesseraError; readonly principal?: Principal }
   | typeof NOT_RESPONSIBLE;
 

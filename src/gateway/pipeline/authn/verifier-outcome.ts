@@ -50,6 +50,9 @@ export function looksLikeJws(token: string): boolean {
 }
 
 export function outcomeOf(result: VerifyResult): AuthnOutcome {
-  if (result.ok) return { ok: true, principal: result.principal };
+  if (result.ok)
+    return result.dpopNonce === undefined
+      ? { ok: true, principal: result.principal }
+      : { ok: true, principal: result.principal, dpopNonce: result.dpopNonce };
   return result.principal ? { ok: false, error: result.error, principal: result.principal } : { ok: false, error: result.error };
 }
