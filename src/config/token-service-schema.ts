@@ -476,6 +476,10 @@ export const tokenServiceSchema = z
       'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once; on PostgreSQL, revocations and client changes are also pushed within milliseconds and this poll is the fallback.',
       60,
     ).prefault('1s'),
+    revocation_max_staleness: duration(
+      'Fail closed on revocations: once this instance has not read the revocation log for longer than this (the store out of reach, its reads failing or held up), the gateway it serves (`tessera serve`: routes, forward-auth, WebSocket upgrades) refuses this issuer’s tokens with 503 `temporarily_unavailable` and Retry-After (audited `revocation_state_stale`) and closes the open streams and WebSockets admitted on them, as a revocation does, since another process may have revoked them meanwhile; it serves them again as soon as a read succeeds, and `/readyz` fails meanwhile. Other issuers’ tokens (`issuers`), checked against this log only for a subject an operator revoked here, and static tokens are not affected. Introspection and token exchange read the grant and token in the store on each request, so they are not affected either (without the store they fail anyway). The log’s age is `tessera_revocation_log_age_seconds` on /metrics. Longer than `sync_interval`, by more than a read of the log may take (a few times it: the log is up to `sync_interval` old between two polls). Default `0`: off, this issuer’s tokens keep verifying while the log cannot be read (availability first, as before), until they expire.',
+      DAY,
+    ).prefault(0),
     audit_flush_interval: duration('Longest time an audit event waits in memory before it is written to the store.', 10).prefault('200ms'),
     grant_retention: duration(
       'How long expired grants are kept (for `tessera grants tree` and audit) before they are pruned; at least 60s whatever this says, so that a token a verifier may still accept (clock skew) keeps its grant.',
@@ -508,6 +512,18 @@ export const tokenServiceSchema = z
         code: 'custom',
         path: ['registration', 'enabled'],
         message: 'registered clients use the authorization code grant: set authorization.enabled: true too',
+      });
+    }
+    if (
+      ok('revocation_max_staleness') &&
+      ok('sync_interval') &&
+      v.revocation_max_staleness !== 0 &&
+      v.revocation_max_staleness <= v.sync_interval
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['revocation_max_staleness'],
+        message: `must be longer than sync_interval (${v.sync_interval}s), or every instance would refuse this issuer’s tokens between two reads of the revocation log; write at least ${Math.max(2 * v.sync_interval, v.sync_interval + 5)}s, or 0 to turn it off`,
       });
     }
     if (ok('audit_retention') && v.audit_retention !== 0 && v.audit_retention < 3600) {

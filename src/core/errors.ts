@@ -262,6 +262,14 @@ export const ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'The access token cannot be checked right now.',
   },
+  // `token_service.revocation_max_staleness`: this instance has not read the revocation log for
+  // longer than it allows, so it cannot tell whether another process revoked this issuer's token.
+  // The caller is told no more than for any token that cannot be checked.
+  revocation_state_stale: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The access token cannot be checked right now.',
+  },
   // The replay cache cannot record the proof's jti (the store cannot answer, or the in-memory cache
   // is full of proofs still live): accepting the proof without it would let it be replayed.
   dpop_replay_unavailable: {

@@ -1984,7 +1984,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         const details =
           closedBy === 'introspection_unavailable'
             ? { retryAfter: INTROSPECTION_RETRY_AFTER }
-            : closedBy === 'revocation_unavailable'
+            : closedBy === 'revocation_unavailable' || closedBy === 'revocation_state_stale'
               ? { retryAfter: REVOCATION_RETRY_AFTER }
               : {};
         deny(x, res, new TesseraError(closedBy, details), route.authn.challenges, !this.req.complete);

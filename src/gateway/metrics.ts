@@ -338,3 +338,21 @@ export function tokenServiceAuditMetrics(registry: Registry, audit: () => { drop
     },
   });
 }
+
+/**
+ * The age of the token service's view of the revocation log beside the gateway's metrics (`tessera
+ * serve`): seconds since its last read of the log to its end began. Past
+ * `token_service.revocation_max_staleness` (when set) this issuer's tokens are refused; past
+ * 2 × `sync_interval` + 10 s /readyz fails.
+ */
+export function revocationLogMetrics(registry: Registry, age: () => number | undefined): void {
+  new Gauge({
+    name: 'tessera_revocation_log_age_seconds',
+    help: 'Seconds since this instance last read the revocation log to its end (revocations made elsewhere since are not enforced here).',
+    registers: [registry],
+    collect() {
+      const seconds = age();
+      if (seconds !== undefined) this.set(seconds);
+    },
+  });
+}

@@ -94,6 +94,8 @@ export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedSt
       const code = r.error.code;
       // No answer: the endpoint's, or the revocation check's (which threw), as a rejection was before.
       if (code === 'introspection_unavailable' || code === 'revocation_unavailable') return unanswer();
+      // This instance cannot vouch for its issuer's revocations now: as its feed ends such streams.
+      if (code === 'revocation_state_stale') return code;
       // An audience the verifier requires that the answer no longer names: the code a new request gets.
       if (code === 'token_audience_invalid') return code;
       // Anything else the answer is now refused for (not active, a type it no longer has) is the

@@ -20,6 +20,7 @@ import { type Revocation, type RevocationCheck, revocationAnswer } from '../core
 export type StreamCloseReason =
   | 'token_revoked'
   | 'revocation_unavailable'
+  | 'revocation_state_stale'
   | 'token_expired'
   | 'token_inactive'
   | 'token_scope_narrowed'
@@ -142,15 +143,17 @@ export class StreamRegistry<S extends TrackedStream = TrackedStream> {
   }
 
   /**
-   * Why `p`'s stream must end by revocation: `token_revoked`, or `revocation_unavailable` when the
+   * Why `p`'s stream must end by revocation: `token_revoked`, `revocation_state_stale` when the feed
+   * cannot vouch for its token now (its source unread for too long), or `revocation_unavailable` when the
    * feed gives no answer (it throws, or answers anything but a boolean: an application's feed
    * passed to createGateway may), fail closed as the verifier refuses a request; `undefined` to
    * keep it. Never throws: `add` runs mid-request, and `checkRevoked` inside the feed's listener loop.
    */
-  #revoked(p: Principal | undefined): 'token_revoked' | 'revocation_unavailable' | undefined {
+  #revoked(p: Principal | undefined): 'token_revoked' | 'revocation_unavailable' | 'revocation_state_stale' | undefined {
     const r = this.#revocation;
     if (r === undefined || p === undefined || p.kind === 'static') return undefined;
     const answer = revocationAnswer(r, p);
+    if (answer === 'stale') return 'revocation_state_stale';
     return answer === false ? undefined : answer === true ? 'token_revoked' : 'revocation_unavailable';
   }
 

@@ -34,6 +34,7 @@ import type { StreamCloseReason } from './streams.ts';
 const CLOSE_TEXT: Record<StreamCloseReason, string> = {
   token_revoked: 'token revoked',
   revocation_unavailable: 'token unverifiable',
+  revocation_state_stale: 'token unverifiable',
   token_expired: 'token expired',
   token_inactive: 'token inactive',
   token_scope_narrowed: 'token scope narrowed',
@@ -49,12 +50,12 @@ const CLOSE_TEXT: Record<StreamCloseReason, string> = {
 /**
  * The WebSocket close code (RFC 6455 §7.4): 1001 going away at shutdown, 1013 try again later when
  * the token cannot be checked (the introspection endpoint unreachable, the revocation check giving
- * no answer), 1008 policy violation when
+ * no answer or its source unread for too long), 1008 policy violation when
  * the caller's authority has ended.
  */
 function closeCode(reason: StreamCloseReason): number {
   if (reason === 'shutdown') return 1001;
-  return reason === 'introspection_unavailable' || reason === 'revocation_unavailable' ? 1013 : 1008;
+  return reason === 'introspection_unavailable' || reason === 'revocation_unavailable' || reason === 'revocation_state_stale' ? 1013 : 1008;
 }
 
 /** Seconds a client refused during shutdown waits before reconnecting (to another instance, or to this one restarted). */

@@ -20,14 +20,29 @@ export class RevocationFeed {
   #running: Promise<number> | undefined;
   #again = false;
   #readAt: number | undefined;
+  #readAtMs: number | undefined;
   readonly #onGrants: ((ids: readonly string[]) => void) | undefined;
+  readonly #clock: () => number;
+  readonly #onRead: (() => void) | undefined;
 
-  /** `onGrants` hears the ids of revoked grants as they are applied (e.g. to drop cached grants). */
-  constructor(store: Store, list: RevocationList, issuer: string, onGrants?: (ids: readonly string[]) => void) {
+  /**
+   * `onGrants` hears the ids of revoked grants as they are applied (e.g. to drop cached grants);
+   * `onRead` is told after each catch-up that read the log to its end; `clock` (epoch ms, default
+   * `Date.now`) times {@link RevocationFeed.readAtMs}.
+   */
+  constructor(
+    store: Store,
+    list: RevocationList,
+    issuer: string,
+    onGrants?: (ids: readonly string[]) => void,
+    options: { readonly clock?: () => number; readonly onRead?: () => void } = {},
+  ) {
     this.#store = store;
     this.#list = list;
     this.#issuer = issuer;
     this.#onGrants = onGrants;
+    this.#clock = options.clock ?? Date.now;
+    this.#onRead = options.onRead;
   }
 
   /** The last applied sequence number. */
@@ -38,6 +53,14 @@ export class RevocationFeed {
   /** The `now` of the last catch-up that read the log to its end (epoch seconds), if any did. */
   get readAt(): number | undefined {
     return this.#readAt;
+  }
+
+  /**
+   * When the last catch-up that read the log to its end began (epoch ms, by the feed's clock): what
+   * it applied was in the log then, and anything committed since may not be.
+   */
+  get readAtMs(): number | undefined {
+    return this.#readAtMs;
   }
 
   /**
@@ -52,9 +75,11 @@ export class RevocationFeed {
     }
     this.#running = (async () => {
       let applied = 0;
+      let began = 0;
       try {
         do {
           this.#again = false;
+          began = this.#clock();
           for (;;) {
             // The read starts at the last entry applied, which must still be there: a failover to a
             // standby that had not received the log's last commits hands their sequence numbers out
@@ -79,9 +104,11 @@ export class RevocationFeed {
           }
         } while (this.#again);
         this.#readAt = Math.max(this.#readAt ?? now, now);
+        this.#readAtMs = Math.max(this.#readAtMs ?? began, began);
       } finally {
         this.#running = undefined;
       }
+      this.#onRead?.();
       return applied;
     })();
     return this.#running;

@@ -352,6 +352,12 @@ export class TokenService {
   /** When the sync last read the revocation log (epoch seconds). */
   #lastRead: number | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** Checks the revocation log's age against `revocation_max_staleness` (set only when that is on, once started). */
+  #staleTimer: NodeJS.Timeout | undefined;
+  /** The log unread for longer than `revocation_max_staleness`: this issuer's tokens are refused. */
+  #revocationStale = false;
+  /** The service's clock, epoch ms. */
+  readonly #clockMs: () => number;
   #lastPrune = 0;
   /** The store's last prune stopped at its time budget: the next sync round goes on with it. */
   #pruneBehind = false;
@@ -373,6 +379,7 @@ export class TokenService {
     const clock = options.clock ?? Date.now;
     const issuer = config.issuer;
     const now = () => Math.floor(clock() / 1000);
+    this.#clockMs = clock;
     this.#registrations = new TokenBucketLimiter({ ...config.registration.rate_limit, maxKeys: 10_000, clock });
     const { enabled: limitRevocations, ...revocationRate } = config.revocation_rate_limit;
     const { enabled: limitTokens, ...tokenRate } = config.token_rate_limit;
@@ -456,12 +463,19 @@ export class TokenService {
       // half for another instance's clock); else it is read first (one read shared by the requests
       // waiting), and a read that fails refuses the token (503) rather than sign it on a grant
       // perhaps revoked: the store out of reach, a poll held up, sync_interval over 30 s.
+      // Past revocation_max_staleness too, as the gateway then refuses this issuer's tokens.
       fresh: (at) => {
         const read = this.#feed.readAt;
-        return read !== undefined && at - read <= STANDING_FRESH ? undefined : this.#feed.catchUp(at).then(() => undefined);
+        return read !== undefined && at - read <= STANDING_FRESH && !this.#revocationStale
+          ? undefined
+          : this.#feed.catchUp(at).then(() => undefined);
       },
     });
-    this.#feed = new RevocationFeed(store, this.revocations, issuer, (ids) => this.#standing.forget(ids));
+    this.#feed = new RevocationFeed(store, this.revocations, issuer, (ids) => this.#standing.forget(ids), {
+      clock,
+      // Whoever read it (the sync, a push, a revocation, a standing grant): vouched for again at once.
+      onRead: () => this.#checkRevocationStaleness(),
+    });
     this.clients = new ClientRegistry({
       store,
       hasher: this.#hasher,
@@ -595,6 +609,43 @@ export class TokenService {
       this.sync().catch(() => this.#warn('store sync failed; keeping the last known keys, clients and revocations'));
     }, this.config.sync_interval * 1000);
     this.#timer.unref();
+    const bound = this.config.revocation_max_staleness;
+    if (bound > 0) {
+      // Its own timer: a sync held up by a store that does not answer holds the sync's ticks too.
+      // A quarter of the bound, at most a second, between checks: refused within that past it.
+      this.#staleTimer = setInterval(() => this.#checkRevocationStaleness(), Math.min(1000, bound * 250));
+      this.#staleTimer.unref();
+    }
+  }
+
+  /**
+   * Seconds since the last read of the revocation log to its end began (what this process holds
+   * was in the log then; anything committed since may not be), or `undefined` before the first.
+   */
+  revocationLogAge(): number | undefined {
+    const at = this.#feed.readAtMs;
+    return at === undefined ? undefined : Math.max(0, (this.#clockMs() - at) / 1000);
+  }
+
+  /**
+   * `revocation_max_staleness`: once the log is older than it, this process cannot vouch that
+   * another one did not revoke a token of this issuer, so the revocation list is marked stale for
+   * it (the gateway's verifiers refuse such tokens with 503 `revocation_state_stale`, and their
+   * open streams are closed); once a read succeeds, it vouches again. Told once each way.
+   */
+  #checkRevocationStaleness(): void {
+    const bound = this.config.revocation_max_staleness;
+    if (this.#staleTimer === undefined) return;
+    const age = this.revocationLogAge();
+    const stale = age === undefined || age > bound;
+    if (stale === this.#revocationStale) return;
+    this.#revocationStale = stale;
+    this.revocations.markStale(this.issuer, stale);
+    this.#warn(
+      stale
+        ? `revocation log not read for over ${bound} s (token_service.revocation_max_staleness): this issuer’s tokens are refused (503 revocation_state_stale) and their open streams closed until it is read again`
+        : 'revocation log read again: this issuer’s tokens are accepted again (token_service.revocation_max_staleness)',
+    );
   }
 
   /**
@@ -711,6 +762,12 @@ export class TokenService {
    */
   revocationStatus(): { ok: boolean; detail?: string } {
     const bound = REVOCATIONS_STALE_AFTER(this.config.sync_interval);
+    if (this.#revocationStale) {
+      return {
+        ok: false,
+        detail: `revocation log not read for over ${this.config.revocation_max_staleness} s: this issuer’s tokens are refused (token_service.revocation_max_staleness)`,
+      };
+    }
     const at = this.#feed.readAt;
     if (at !== undefined && this.#ctx.now() - at <= bound) return { ok: true };
     return { ok: false, detail: `revocation log not read for over ${bound} s` };
@@ -835,6 +892,8 @@ export class TokenService {
     const left = () => deadline - performance.now();
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
+    clearInterval(this.#staleTimer);
+    this.#staleTimer = undefined;
     this.#closing = true;
     await within(
       (async () => {

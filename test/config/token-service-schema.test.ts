@@ -15,6 +15,20 @@ function issues(yaml: string): { path: string; message: string }[] {
 }
 
 describe('token_service configuration', () => {
+  it('revocation_max_staleness: off by default; when set, longer than sync_interval (refused naming the path otherwise)', () => {
+    assert.equal(resolveTokenService(parseConfigText('data_dir: /tmp/x\n')).revocation_max_staleness, 0);
+    const on = parseConfigText('data_dir: /tmp/x\ntoken_service: { sync_interval: 2s, revocation_max_staleness: 10s }\n');
+    assert.equal(resolveTokenService(on).revocation_max_staleness, 10);
+    for (const bound of ['2s', '1s']) {
+      const found = issues(`data_dir: /tmp/x\ntoken_service: { sync_interval: 2s, revocation_max_staleness: ${bound} }\n`);
+      assert.deepEqual(
+        found.map((i) => i.path),
+        ['token_service.revocation_max_staleness'],
+      );
+      assert.match(found[0]?.message ?? '', /longer than sync_interval \(2s\)/);
+    }
+  });
+
   it('has defaults without a token_service section, the issuer from the listener', () => {
     const config = parseConfigText('data_dir: /tmp/x\nserver: { port: 9000 }\n');
     const ts = resolveTokenService(config);

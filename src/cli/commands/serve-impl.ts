@@ -18,7 +18,7 @@ import { gatewayRunChecks } from '../../gateway/check.ts';
 import { defaultLogger, GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
 import { normalizeTarget } from '../../gateway/http/path.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
-import { tokenServiceAuditMetrics } from '../../gateway/metrics.ts';
+import { revocationLogMetrics, tokenServiceAuditMetrics } from '../../gateway/metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
 import { announceSignalHandlers, createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
 import { deriveMacKey } from '../../issuer/secrets.ts';
@@ -351,5 +351,6 @@ async function withGateway(
     },
   );
   tokenServiceAuditMetrics(served.gateway.registry, () => service.audit);
+  revocationLogMetrics(served.gateway.registry, () => service.revocationLogAge());
   return { url: served.url, service, config, gateway: served, logger: options.logger, close: () => served.close() };
 }

@@ -33,6 +33,14 @@ export interface RevocationCheck {
    * naming nothing of an error but its class.
    */
   isRevoked(token: RevocationSubject): boolean;
+  /**
+   * Optional: whether this source can no longer vouch for the revocation state of `token` (not
+   * revoked as far as it knows, but it has not heard of revocations for too long: its feed cut
+   * off). `true` refuses a token `isRevoked` does not with 503 `revocation_state_stale`, and ends
+   * its open streams when the source announces the change. Synchronous, as `isRevoked`; an answer
+   * other than `true` or `false` is no answer (`revocation_unavailable`).
+   */
+  isStale?(token: RevocationSubject): boolean;
 }
 
 /** One revocation to apply. Times are epoch seconds. */
@@ -92,20 +100,50 @@ function classOf(thrown: unknown): string {
 }
 
 /**
- * What `check` answers about the token `p` stands for: `true` (revoked), `false`, or, when it gives
+ * What `check` answers about the token `p` stands for: `true` (revoked), `false`, `'stale'` (not
+ * revoked as far as it knows, but its `isStale` says it cannot vouch for that now), or, when it gives
  * no answer, why (`{ unanswered }`, naming no value: never a thrown error's message, which may quote
  * the token). No answer is a throw or anything but `true` or `false`: a promise (an `async` check)
  * is not awaited, and its rejection is handled here (unhandled, it would end the process). Whoever
  * asks fails closed on no answer (the verifier refuses with `revocation_unavailable`, the gateway
  * closes a stream with it): an application's check may be any function.
  */
-export function revocationAnswer(check: RevocationCheck, p: Principal): boolean | { readonly unanswered: string } {
+export function revocationAnswer(check: RevocationCheck, p: Principal): boolean | 'stale' | { readonly unanswered: string } {
   let answer: unknown;
   try {
     answer = principalRevoked(check, p);
   } catch (thrown) {
     return { unanswered: `threw ${classOf(thrown)}` };
   }
+  // Revoked as far as the check knows stays revoked, stale or not (401, not a 503 to retry).
+  if (answer === false) return staleAnswer(check, p);
+  return settled(answer);
+}
+
+/** `check.isStale` of `p`'s token: `'stale'`, `false`, or no answer as {@link revocationAnswer} says. */
+function staleAnswer(check: RevocationCheck, p: Principal): false | 'stale' | { readonly unanswered: string } {
+  let answer: unknown;
+  try {
+    const isStale = check.isStale;
+    if (isStale === undefined) return false;
+    answer = isStale.call(check, {
+      issuer: p.issuer,
+      subject: p.subject,
+      clientId: p.clientId,
+      delegationId: p.delegationId,
+      tokenId: p.tokenId,
+      issuedAt: p.issuedAt,
+      expiresAt: p.expiresAt,
+    });
+  } catch (thrown) {
+    return { unanswered: `isStale threw ${classOf(thrown)}` };
+  }
+  const a = settled(answer);
+  return a === true ? 'stale' : a;
+}
+
+/** A check's answer: `true`, `false`, or why it is none (a promise's rejection handled). */
+function settled(answer: unknown): boolean | { readonly unanswered: string } {
   if (answer === false || answer === true) return answer;
   if ((typeof answer === 'object' && answer !== null) || typeof answer === 'function') {
     try {
@@ -158,9 +196,32 @@ export class RevocationList implements RevocationCheck {
   readonly #clients = new Map<string, number>();
   readonly #clientsUntil = new Map<string, number>();
   readonly #listeners = new Set<(r: Revocation) => void>();
+  /** Issuers whose tokens this list cannot vouch for now (see {@link RevocationList.markStale}). */
+  readonly #stale = new Set<string>();
 
   get epoch(): number {
     return this.#epoch;
+  }
+
+  /**
+   * Say whether this list can vouch for the revocation state of `issuer`'s tokens: `true` once
+   * whoever feeds it has not read its source for too long (the token service's revocation log,
+   * `token_service.revocation_max_staleness`), so that verifiers refuse that issuer's tokens it
+   * does not hold revoked with 503 `revocation_state_stale` and the gateway ends their streams;
+   * `false` once it has read it again. A change moves the epoch and is announced to subscribers
+   * (with an empty revocation), as an applied revocation is.
+   */
+  markStale(issuer: string, stale: boolean): void {
+    if (stale === this.#stale.has(issuer)) return;
+    if (stale) this.#stale.add(issuer);
+    else this.#stale.delete(issuer);
+    this.#epoch++;
+    for (const listener of this.#listeners) listener({});
+  }
+
+  /** Whether the token's issuer is one this list cannot vouch for now ({@link RevocationList.markStale}). */
+  isStale(t: RevocationSubject): boolean {
+    return this.#stale.size > 0 && this.#stale.has(t.issuer);
   }
 
   apply(r: Revocation): void {

@@ -542,7 +542,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
   /**
    * The refusal revocation gives `p`'s token, or `undefined`: `token_revoked`, or, fail closed,
-   * `revocation_unavailable` when the check gives no answer: it throws, or answers anything but
+   * `revocation_unavailable` when the check gives no answer (`revocation_state_stale` when its
+   * `isStale` says it cannot vouch for the token now): it throws, or answers anything but
    * `true` or `false`. A promise (an `async` check) is no answer: it is not awaited, and its
    * rejection is handled here (unhandled, it would end the process). The refusal carries nothing
    * of what was thrown (its message may quote the token); `onRevocationFailure` is told its class.
@@ -552,6 +553,14 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     const answer = revocationAnswer(revocation, p);
     if (answer === false) return undefined;
     if (answer === true) return { ok: false, error: new TesseraError('token_revoked', { issuer: p.issuer }), principal: p };
+    // Its source has not been read for too long (told once by whoever feeds it, not per request).
+    if (answer === 'stale') {
+      return {
+        ok: false,
+        error: new TesseraError('revocation_state_stale', { issuer: p.issuer, retryAfter: REVOCATION_RETRY_AFTER }),
+        principal: p,
+      };
+    }
     return revocationUnavailable(p, answer.unanswered);
   };
 
@@ -897,8 +906,9 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
         stats.cacheHits++;
         return hit.result;
       }
-      // A check that gave no answer refuses this request; the entry stays, to be checked again.
-      if (refused.error.code === 'revocation_unavailable') return refused;
+      // A check that gave no answer, or cannot vouch now, refuses this request; the entry stays,
+      // to be checked again.
+      if (refused.error.code === 'revocation_unavailable' || refused.error.code === 'revocation_state_stale') return refused;
     }
     cache?.delete(key);
     return undefined;

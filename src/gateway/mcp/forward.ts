@@ -126,6 +126,7 @@ function withoutRepresentation(raw: readonly Buffer[]): Buffer[] {
 const CLOSE_REASONS: ReadonlySet<string> = new Set([
   'token_revoked',
   'revocation_unavailable',
+  'revocation_state_stale',
   'token_expired',
   'token_inactive',
   'token_scope_narrowed',
