@@ -51,7 +51,15 @@ import {
   rpcIdOf,
   upstreamRpcCode,
 } from './a2a/message.ts';
-import { type IdKind, memoryTaskRegistry, StoreTaskOwners, type TaskRegistry, type TaskStore, taskOwner } from './a2a/registry.ts';
+import {
+  answerNamesTooMany,
+  type IdKind,
+  memoryTaskRegistry,
+  StoreTaskOwners,
+  type TaskRegistry,
+  type TaskStore,
+  taskOwner,
+} from './a2a/registry.ts';
 import {
   type Admission,
   type CompiledMcp,
@@ -1211,7 +1219,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         if (rpc.method === 'tools/call' && rpc.tool !== null && taskFacts.task === true) {
           const tool = rpc.tool;
-          record = (ids) => recordMcpTasks(route.id, ids, owner, tool, m.taskTtl * 1000, m.maxTasksPerPrincipal);
+          const seen = new Set<string>();
+          record = (ids) => recordMcpTasks(route.id, ids, owner, tool, m.taskTtl * 1000, m.maxTasksPerPrincipal, seen);
         }
       }
       // A tool is listed when a tools/call of it would be allowed: the same rules, the same request.
@@ -1383,7 +1392,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
    * Record the MCP tasks an answer creates as `owner`'s, created by a call of `tool`; the answer is
    * relayed only once they are. Each is counted against `limit` (`mcp.max_tasks_per_principal`) by
    * its principal's record (`mcp_task_principal`), whatever tool created it, before its owner and
-   * tool are recorded ({@link taskRecordOwner}): a task past the limit records nothing.
+   * tool are recorded ({@link taskRecordOwner}): a task past the limit records nothing. `seen`
+   * holds what the answer named before (its earlier events): one naming more ids than
+   * {@link tooManyIds} allows is refused before any more claims start.
    */
   async function recordMcpTasks(
     route: string,
@@ -1392,10 +1403,13 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     tool: string,
     ttlMs: number,
     limit: number,
+    seen: Set<string>,
   ): Promise<RecordResult> {
     const now = clock();
     // A longer id is not recorded: naming it later is refused.
     const named = [...new Set(ids)].filter((id) => id.length <= MAX_TASK_ID);
+    // More than one answer is recorded for: refused before a store call starts.
+    if (answerNamesTooMany(seen, named, limit)) return 'full';
     const record = taskRecordOwner(owner, tool);
     const claimed = async (): Promise<'recorded' | 'foreign' | 'full' | 'unavailable'> => {
       try {
@@ -1448,13 +1462,17 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
   }
 
-  /** Record an answer's tasks and contexts as `owner`'s (the answer is relayed only once they are). */
+  /**
+   * Record an answer's tasks and contexts as `owner`'s (the answer is relayed only once they are);
+   * `seen`, what it named before, bounds them as for MCP ({@link tooManyIds}).
+   */
   async function recordTasks(
     route: string,
     ids: { tasks: readonly string[]; contexts: readonly string[] },
     owner: string,
     ttlMs: number,
     limit: number,
+    seen: Set<string>,
   ): Promise<'recorded' | 'foreign' | 'full' | 'unavailable' | 'timeout'> {
     const now = clock();
     // A longer id is not recorded: naming it later is refused.
@@ -1462,6 +1480,15 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       ...[...new Set(ids.tasks)].map((id): [IdKind, string] => ['task', id]),
       ...[...new Set(ids.contexts)].map((id): [IdKind, string] => ['context', id]),
     ].filter(([, id]) => id.length <= MAX_A2A_ID);
+    // More than one answer is recorded for: refused before a store call starts.
+    if (
+      answerNamesTooMany(
+        seen,
+        named.map(([kind, id]) => `${kind} ${id}`),
+        limit,
+      )
+    )
+      return 'full';
     const claimed = async (): Promise<'recorded' | 'foreign' | 'full' | 'unavailable'> => {
       try {
         const claims = await Promise.all(named.map(([kind, id]) => taskOwners.claim(route, kind, id, owner, now, ttlMs, limit)));
@@ -1563,7 +1590,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           );
           return;
         }
-        record = (ids) => recordTasks(route.id, ids, owner, config.task_ttl * 1000, config.max_tasks_per_principal);
+        const seen = new Set<string>();
+        record = (ids) => recordTasks(route.id, ids, owner, config.task_ttl * 1000, config.max_tasks_per_principal, seen);
       }
       proceed(s, req, res, x, route, greq, decision, length, undefined, { body, card, config, record, rpcId });
     } catch (e) {

@@ -37,6 +37,33 @@ export function taskOwner(p: Principal): string {
     .digest('base64url');
 }
 
+/**
+ * The most distinct ids one answer (a JSON answer, or an event stream across its events) or one
+ * request (a batch) is recorded for. Past it, or past what the principal may own at all (`limit`:
+ * that many new ones could never all be claimed), the answer or request is refused as full before
+ * any more claims start. Each claim is a store call, started together for what one chunk names:
+ * an upstream naming thousands of ids would otherwise start thousands of store calls before the
+ * cap refused them. An answer to one request names one task (MCP) or a task and its context (A2A).
+ */
+export const MAX_IDS_PER_ANSWER = 256;
+
+/** Are `count` distinct ids more than one answer or request is recorded for ({@link MAX_IDS_PER_ANSWER}, or `limit`)? */
+export function tooManyIds(count: number, limit: number): boolean {
+  return count > Math.min(limit, MAX_IDS_PER_ANSWER);
+}
+
+/**
+ * The distinct ids an answer named so far, across its chunks: true once they are
+ * {@link tooManyIds} (the set then stops growing; the answer is refused).
+ */
+export function answerNamesTooMany(seen: Set<string>, keys: readonly string[], limit: number): boolean {
+  for (const key of keys) {
+    seen.add(key);
+    if (tooManyIds(seen.size, limit)) return true;
+  }
+  return false;
+}
+
 /** What a claim answers: the id is (now) the claimant's, another's, or cannot be recorded. */
 export type Claim = 'owned' | 'foreign' | 'full';
 
