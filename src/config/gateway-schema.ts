@@ -227,7 +227,7 @@ export const mcpSchema = z
     }),
     list_tasks: z.boolean().default(false).meta({
       description:
-        'With bind_tasks: let tasks/list through, its answer unfiltered. The gateway cannot filter it (it would have to read every answer and stream of the route for a task list, as it does for tools lists), and an upstream whose task store is shared lists every principal’s tasks: set true only for an upstream that lists each caller’s own tasks. Default false: tasks/list is refused (400, JSON-RPC -32601, mcp_task_list_refused).',
+        'With bind_tasks: let tasks/list through, its answer filtered to the caller’s own tasks (recorded as its, created by a tool its token may call now; JSON or SSE, held whole up to 4mb, an SSE answer rebuilt without event ids so it cannot be resumed), its nextCursor sealed for the caller (an upstream’s cursor may name another principal’s task; a cursor not sealed for the caller is refused, 400 mcp_message_invalid). A page may come back shorter than the upstream’s, even empty, with a nextCursor: page on. Every other answer and stream of the route is then read for a task list, which is refused (a resumed stream replaying one, the legacy HTTP+SSE transport’s GET stream), even with filter_tools_list false. Default false: tasks/list is refused (400, JSON-RPC -32601, mcp_task_list_refused).',
     }),
   })
   .meta({

@@ -54,6 +54,7 @@ import {
 import {
   answerNamesTooMany,
   type IdKind,
+  MAX_IDS_PER_ANSWER,
   memoryTaskRegistry,
   StoreTaskOwners,
   type TaskRegistry,
@@ -92,6 +93,7 @@ import {
 } from './mcp/message.ts';
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
 import { type OpenedSession, openEventId, openSession, randomSessionKey, signEventId, signSession } from './mcp/sessions.ts';
+import { type McpListTasks, openCursor, openListCursor, sealCursor, TaskListForwardHandler } from './mcp/task-list.ts';
 import { MAX_TASK_ID, namesTask, type RecordTasks, recordedOwner, TaskCreateForwardHandler, taskRecordOwner } from './mcp/tasks.ts';
 import { TOOLS_LIST_ERROR_MESSAGE, ToolsListInvalid } from './mcp/tools-list.ts';
 import { GatewayMetrics, NO_ROUTE, type ParserRefusal } from './metrics.ts';
@@ -172,6 +174,8 @@ interface McpForward {
   readonly toolsList: ToolsListForward | undefined;
   /** A task-augmented tools/call (`mcp.bind_tasks`): records the tasks its answer creates for the caller. */
   readonly record?: RecordTasks | undefined;
+  /** A tasks/list's answer filtered to the caller's tasks, its cursor sealed (`mcp.list_tasks`). */
+  readonly listTasks?: McpListTasks | undefined;
 }
 
 /**
@@ -1223,25 +1227,47 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           record = (ids) => recordMcpTasks(route.id, ids, owner, tool, m.taskTtl * 1000, m.maxTasksPerPrincipal, seen);
         }
       }
+      // tasks/list (mcp.list_tasks): its answer filtered to the caller's own tasks, its cursor sealed
+      // for the caller (mcp/task-list.ts); a task list anywhere else is refused (refuseTasks below).
+      let listTasks: McpListTasks | undefined;
+      const readTasks = decision.ok && m.bindTasks && m.listTasks;
+      if (readTasks && rpc.method === 'tasks/list' && body !== undefined) {
+        const opened = openListCursor(body, (sealed) => openCursor(key, route.id, principal, sealed));
+        if (opened === undefined) {
+          denyRpc(x, res, new TesseraError('mcp_message_invalid'), RPC_INVALID_PARAMS, rpcId);
+          return;
+        }
+        body = opened;
+        const owner = taskOwner(principal);
+        listTasks = {
+          own: (ids) =>
+            ownMcpTasks(route.id, ids, owner, (tool) => route.pipeline.authz.authorize(greq, principal, { tool, method: 'tools/call' }).ok),
+          seal: (cursor) => sealCursor(key, route.id, principal, cursor),
+        };
+      }
       // A tool is listed when a tools/call of it would be allowed: the same rules, the same request.
       // Every event stream is read for tools lists, not only a tools/list's: a GET resuming one
       // (Last-Event-ID) replays the upstream's stored events, a tools/list response among them.
-      const toolsList: ToolsListForward | undefined = m.filterToolsList
-        ? {
-            id: rpcId,
-            listing: rpc.method === 'tools/list',
-            limit: m.maxToolsListSize,
-            allows: (name) =>
-              isDecidableName(name) && route.pipeline.authz.authorize(greq, principal, { tool: name, method: 'tools/call' }).ok,
-            report: (outcome) => {
-              if (outcome === 'invalid') toolsListInvalid(x, route);
-              else {
-                const detail = (x.detail ??= {});
-                detail.tools_hidden = ((detail.tools_hidden as number | undefined) ?? 0) + outcome;
-              }
-            },
-          }
-        : undefined;
+      // With list_tasks every answer is read so, to refuse a task list (filter_tools_list false: every tool kept).
+      const toolsList: ToolsListForward | undefined =
+        m.filterToolsList || readTasks
+          ? {
+              id: rpcId,
+              listing: m.filterToolsList && rpc.method === 'tools/list',
+              limit: m.maxToolsListSize,
+              allows: (name) =>
+                !m.filterToolsList ||
+                (isDecidableName(name) && route.pipeline.authz.authorize(greq, principal, { tool: name, method: 'tools/call' }).ok),
+              refuseTasks: readTasks && rpc.method !== 'tasks/list',
+              report: (outcome) => {
+                if (outcome === 'invalid') toolsListInvalid(x, route);
+                else if (m.filterToolsList) {
+                  const detail = (x.detail ??= {});
+                  detail.tools_hidden = ((detail.tools_hidden as number | undefined) ?? 0) + outcome;
+                }
+              },
+            }
+          : undefined;
       proceed(s, req, res, x, route, greq, decision, length, {
         challenges,
         body,
@@ -1262,6 +1288,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         lastEventId,
         toolsList,
         record,
+        listTasks,
       });
     } catch (e) {
       if (res.destroyed || callerGone(req)) {
@@ -1386,6 +1413,43 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       'mcp',
     );
     return checked === 'timeout' ? { refused: 'mcp_task_registry_timeout' } : checked;
+  }
+
+  /**
+   * Which of the MCP tasks `ids` (listed in a tasks/list answer) are `owner`'s, created by a tool
+   * the caller may call now (`allows`), as a request naming each would be decided; looked up
+   * {@link MAX_IDS_PER_ANSWER} at a time (a page may list many), all within one deadline.
+   */
+  async function ownMcpTasks(
+    route: string,
+    ids: readonly string[],
+    owner: string,
+    allows: (tool: string) => boolean,
+  ): Promise<ReadonlySet<string> | 'unavailable' | 'timeout'> {
+    const now = clock();
+    const named = ids.filter((id) => id.length <= MAX_TASK_ID);
+    return withinDeadline(
+      route,
+      async (over): Promise<ReadonlySet<string> | 'unavailable'> => {
+        const own = new Set<string>();
+        try {
+          for (let at = 0; at < named.length; at += MAX_IDS_PER_ANSWER) {
+            if (over.aborted) return 'unavailable';
+            const batch = named.slice(at, at + MAX_IDS_PER_ANSWER);
+            const records = await Promise.all(batch.map((id) => taskOwners.ownerOf(route, 'mcp_task', id, now)));
+            batch.forEach((id, i) => {
+              const parts = recordedOwner(records[i] ?? '');
+              if (parts !== undefined && parts.principal === owner && allows(parts.tool)) own.add(id);
+            });
+          }
+          return own;
+        } catch (e) {
+          registryUnavailable(route, e, 'mcp');
+          return 'unavailable';
+        }
+      },
+      'mcp',
+    );
   }
 
   /**
@@ -1834,7 +1898,22 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     };
     // The request a POST's event stream answers (not a notification's, not a response's): its error may end the stream.
     const request = mcp?.rpc?.method != null && mcp.rpcId != null ? mcp.rpcId : undefined;
-    if (mcp?.record !== undefined)
+    if (mcp?.listTasks !== undefined)
+      proxied.handler = forwardWith(
+        new TaskListForwardHandler(
+          res,
+          proxied,
+          options.responseHeaders,
+          mcp.sign,
+          mcp.listTasks.own,
+          mcp.listTasks.seal,
+          options.ownCredential,
+          mcp.toolsList,
+          request,
+        ),
+        options,
+      );
+    else if (mcp?.record !== undefined)
       proxied.handler = forwardWith(
         new TaskCreateForwardHandler(
           res,

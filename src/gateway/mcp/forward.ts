@@ -94,7 +94,7 @@ interface ReadAnswer {
 const mayList = (keys: MessageKeys): boolean => keys.mayListTools || keys.kind === 'ambiguous';
 
 /** A raw response head without the headers describing the upstream's bytes ({@link REPRESENTATION_HEADERS}). */
-function withoutRepresentation(raw: readonly Buffer[]): Buffer[] {
+export function withoutRepresentation(raw: readonly Buffer[]): Buffer[] {
   const out: Buffer[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as Buffer;
@@ -230,7 +230,9 @@ export class SessionForwardHandler extends ForwardHandler {
     if (tools !== undefined) {
       const length = rawHeader(raw, 'content-length');
       // The 2xx answer to a tools/list must list tools; any event stream may (a resumed one replays them).
-      const listing = tools.listing !== false && status < 300;
+      // A 202 is no answer (the legacy HTTP+SSE transport's: the response goes on its GET stream, read
+      // as every stream is): read as any other request's answer.
+      const listing = tools.listing !== false && status < 300 && status !== 202;
       if (listing && (status === 204 || length === '0')) {
         // Nothing in it to filter.
       } else if (type === null || length === null || (isEventStream(type) && !plainEncoding(encoding))) {
@@ -254,7 +256,16 @@ export class SessionForwardHandler extends ForwardHandler {
               return false;
             }
           } else {
-            this.#answer = { status, raw: head, resume, chunks: [], total: 0, keys: new MessageKeys(), bom: 0, streaming: false };
+            this.#answer = {
+              status,
+              raw: head,
+              resume,
+              chunks: [],
+              total: 0,
+              keys: new MessageKeys(tools.refuseTasks === true),
+              bom: 0,
+              streaming: false,
+            };
             return true;
           }
         }

@@ -55,6 +55,12 @@ export interface ToolsListFilter {
    * by then streams instead (cut if one shows up later).
    */
   readonly limit: number;
+  /**
+   * A result listing tasks (a `tasks` member: a tasks/list result, `mcp.list_tasks`) is refused as
+   * one that cannot be filtered: a task list reaches the caller only in the answer to its own
+   * tasks/list, filtered there (`task-list.ts`), never replayed or relayed elsewhere unfiltered.
+   */
+  readonly refuseTasks?: boolean;
 }
 
 /** A message rewritten, with how many tools it no longer lists (`listed`: it had a `tools` list); or refused. */
@@ -73,6 +79,7 @@ export function toolsListError(id: string | number | null): string {
 }
 
 const TOOLS_MEMBERS: readonly string[] = ['tools'];
+const TOOLS_TASKS_MEMBERS: readonly string[] = ['tools', 'tasks'];
 const TOOL_MEMBERS: readonly string[] = ['name'];
 
 /**
@@ -99,7 +106,8 @@ export function filterToolsMessage(text: string, filter: ToolsListFilter): Filte
   if (!isObject(message) || hasDuplicateKeys(text) || hasMemberLookalike(message, MESSAGE_MEMBERS) || 'method' in message) return REFUSED;
   const result = message.result;
   if (result === undefined) return isObject(message.error) ? { ok: true, text, hidden: 0, listed: false } : REFUSED;
-  if (!isObject(result) || hasMemberLookalike(result, TOOLS_MEMBERS)) return REFUSED;
+  if (!isObject(result) || hasMemberLookalike(result, filter.refuseTasks === true ? TOOLS_TASKS_MEMBERS : TOOLS_MEMBERS)) return REFUSED;
+  if (filter.refuseTasks === true && result.tasks !== undefined) return REFUSED;
   const tools = result.tools;
   if (tools === undefined)
     return filter.listing !== false && message.id === filter.id ? REFUSED : { ok: true, text, hidden: 0, listed: false };
@@ -114,6 +122,17 @@ export function filterToolsMessage(text: string, filter: ToolsListFilter): Filte
     hidden: tools.length - kept.length,
     listed: true,
   };
+}
+
+/** The JSON-RPC id (a string or a number) of a message's text, else `null`. */
+function responseId(text: string): string | number | null {
+  try {
+    const message: unknown = JSON.parse(text);
+    const id = isObject(message) ? message.id : undefined;
+    return typeof id === 'string' || typeof id === 'number' ? id : null;
+  } catch {
+    return null;
+  }
 }
 
 const CR = 0x0d;
@@ -158,6 +177,8 @@ export type MessageKind = 'unknown' | 'message' | 'response' | 'other' | 'ambigu
  */
 export class MessageKeys {
   kind: MessageKind = 'unknown';
+  /** A `tasks` member of `result` is read as `tools` is (a task list to refuse: `refuseTasks`). */
+  readonly #tasks: boolean;
   /**
    * A member of `result` read as `tools` (as {@link memberFold} reads a key: `Tools`, `tool\u0073`
    * too), or one whose key cannot be read, or a batch, or a second value after the first: the
@@ -178,6 +199,10 @@ export class MessageKeys {
   #inResult = false;
   /** Nothing more to learn (not an object, ambiguous, a batch). */
   #done = false;
+
+  constructor(tasks = false) {
+    this.#tasks = tasks;
+  }
 
   feed(bytes: Uint8Array): void {
     if (this.#done) return;
@@ -259,7 +284,7 @@ export class MessageKeys {
     const name = key === undefined ? undefined : memberFold(key);
     if (this.#depth === 2) {
       // A member of the result.
-      if (name === undefined || name === 'tools') this.mayListTools = true;
+      if (name === undefined || name === 'tools' || (this.#tasks && name === 'tasks')) this.mayListTools = true;
       return;
     }
     // A top-level key: one that cannot be read may be `result` (its members are read as result's).
@@ -342,7 +367,7 @@ export class ToolsListEvents {
   failed = false;
 
   #mode: Mode = 'scan';
-  #keys = new MessageKeys();
+  #keys: MessageKeys;
   /** The current event's bytes while held (scan, hold). */
   #held: Buffer[] = [];
   #heldBytes = 0;
@@ -370,6 +395,7 @@ export class ToolsListEvents {
   constructor(filter: ToolsListFilter, report: (outcome: number | 'invalid') => void) {
     this.#filter = filter;
     this.#report = report;
+    this.#keys = new MessageKeys(filter.refuseTasks === true);
   }
 
   /** The bytes to send for `chunk`. After {@link failed} is set, nothing more is returned. */
@@ -527,7 +553,7 @@ export class ToolsListEvents {
       out.push(Buffer.from(`event: message\ndata: ${toolsListError(this.#filter.id)}\n\n`));
     }
     this.#mode = 'scan';
-    this.#keys = new MessageKeys();
+    this.#keys = new MessageKeys(this.#filter.refuseTasks === true);
     this.#held = [];
     this.#heldBytes = 0;
     this.#hadData = false;
@@ -566,7 +592,9 @@ export class ToolsListEvents {
     else if (filtered.listed || this.#filter.listing !== false) this.#report(filtered.hidden);
     // A rewritten message goes out on one data line (JSON.stringify writes no line break); one passed
     // as it was, on as many as it came on (its line breaks are the LFs the data lines were joined with).
-    const sent = filtered.ok ? filtered.text : toolsListError(this.#filter.id);
+    // Refused on a stream answering no request (a GET's): the error answers the response's own id,
+    // when it has one, so the client's pending request ends instead of waiting out its timeout.
+    const sent = filtered.ok ? filtered.text : toolsListError(this.#filter.id ?? (text === undefined ? null : responseId(text)));
     for (const line of sent.split('\n')) out.push(Buffer.from(`data: ${line}\n`, 'utf8'));
     out.push(LF_BYTE);
     return Buffer.concat(out);
