@@ -94,7 +94,8 @@ export function peerAllowed(list: BlockList, address: string | undefined): boole
  * `token_service.trust_proxy`): the peer's own (`peer`, IPv4-mapped shown as IPv4) unless it is a
  * trusted proxy (`peerTrusted`); from one, X-Forwarded-For walked from the right past trusted hops,
  * the first hop not trusted being the client (every hop trusted: the leftmost). Entries left of it
- * are the client's own to write and never read. `known` is false when a trusted hop named the next
+ * are the client's own to write and never read. Each hop is read by {@link reportedAddress} (an
+ * IPv6 zone, text of any length, is dropped). `known` is false when a trusted hop named the next
  * in a form that is no address (`203.0.113.9:4711`, `unknown`): `client` is then the last trusted
  * hop, a proxy's own address, which must not pass an allowlist for a caller it does not know.
  */
@@ -108,8 +109,8 @@ export function forwardedClient(
   const hops = (typeof xff === 'string' ? xff : xff.join(',')).split(',');
   let client = peer;
   for (let i = hops.length - 1; i >= 0; i--) {
-    const hop = plainAddress((hops[i] as string).trim());
-    if (isIP(hop) === 0) return { client, known: false };
+    const hop = reportedAddress(hops[i]);
+    if (hop === undefined) return { client, known: false };
     client = hop;
     if (!peerAllowed(trusted, hop)) return { client: hop, known: true };
   }

@@ -61,6 +61,24 @@ describe('gateway: trust_proxy', () => {
     assert.equal((await lastEvent(trusted))?.remote_addr, '10.1.2.3');
   });
 
+  it('attack: audit amplification: a hop with an unbounded IPv6 zone (fe80::1%<3 KB>) from a trusted proxy is recorded without its zone, never verbatim', async () => {
+    const zone = 'a'.repeat(3000);
+    // The untrusted client hop: its zone is the proxy's interface, not the caller's.
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-for': `6.6.6.6, fe80::1%${zone}, 10.1.2.3` }), 200);
+    let e = await lastEvent(trusted);
+    assert.equal(e?.remote_addr, 'fe80::1');
+    assert.ok(JSON.stringify(e).length < 1000);
+    // A trimmed IPv4-mapped hop is shown as IPv4.
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-for': ` ::ffff:203.0.113.9 , 10.1.2.3` }), 200);
+    e = await lastEvent(trusted);
+    assert.equal(e?.remote_addr, '203.0.113.9');
+    // A hop whose zone holds a space is no address: the walk stops at the last trusted hop.
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-for': `fe80::1%${zone} x, 10.1.2.3` }), 200);
+    e = await lastEvent(trusted);
+    assert.equal(e?.remote_addr, '10.1.2.3');
+    assert.ok(JSON.stringify(e).length < 1000);
+  });
+
   it('XFF spoofing: from a peer not in trust_proxy, X-Forwarded-For is ignored', async () => {
     assert.equal(await send(untrusted.url, '/x', { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https' }), 200);
     assert.equal((await lastEvent(untrusted))?.remote_addr, '127.0.0.1');

@@ -79,6 +79,16 @@ describe('token_service.trust_proxy at the token endpoint (auth_failure_limit)',
     });
   });
 
+  it('attack: audit amplification: a hop with an unbounded IPv6 zone (fe80::1%<3 KB>) is recorded and bucketed as the address alone; another zone is the same bucket', async () => {
+    await withIssuer(['127.0.0.1/32'], async (issuer) => {
+      assert.deepEqual(await statuses(issuer, BURST, `fe80::1%${'a'.repeat(3000)}`), [401, 401, 401]);
+      assert.deepEqual(await statuses(issuer, 1, `fe80::1%${'b'.repeat(3000)}`), [429]);
+      await issuer.service.audit.flush();
+      const denied = (await issuer.store.queryAudit({ kinds: ['token.denied'], limit: 10_000 })).map((e) => e.remote_addr);
+      assert.deepEqual([...new Set(denied)], ['fe80::1']);
+    });
+  });
+
   it('attack: X-Forwarded-For sent straight from a peer not in trust_proxy is ignored: a fresh forwarded address gets no fresh bucket', async () => {
     await withIssuer(['10.0.0.0/8'], async (issuer) => {
       assert.deepEqual(await statuses(issuer, BURST, '203.0.113.1'), [401, 401, 401]);
