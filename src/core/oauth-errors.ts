@@ -65,12 +65,15 @@ export const OAUTH_ERROR_CODES = {
   // The JSON endpoints (the admin API, dynamic registration): naming the form type there misleads.
   request_content_type_json: { status: 400, error: 'invalid_request', description: 'The request body must be application/json.' },
   request_body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large.' },
-  // The client hung up (or request_timeout cut it) before its body was whole: audited, and the
+  // The client hung up before its body was whole: audited, and the
   // answer goes nowhere. Before, such a request left no event at the form endpoints.
   client_closed: { status: 400, error: 'invalid_request', description: 'The request body was not received whole.' },
   // Node's parser refused the body after the head was handed over (a chunk that is no chunk): the
   // listener answered 400 and closed the connection; audited with that status, not as client_closed.
   request_body_invalid: { status: 400, error: 'invalid_request', description: 'The request body is not validly framed.' },
+  // The body was still arriving when the listener's request_timeout passed: it answered 408 and
+  // closed the connection; audited with that status, not as client_closed.
+  request_timeout: { status: 408, error: 'invalid_request', description: 'The request was not received whole in time.' },
   // RFC 9110 §15.5.16: no content coding is decoded, so a body labelled with one (gzip, …) is refused,
   // never read as identity while a proxy or log honouring the label saw another body.
   request_content_encoding: {

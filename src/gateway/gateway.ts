@@ -33,7 +33,7 @@ import { createDpopNonces, DpopWindowHistory } from '../core/verify/dpop.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { INTROSPECTION_RETRY_AFTER, REVOCATION_RETRY_AFTER } from '../core/verify/verifier.ts';
-import { bodyMarkedInvalid } from '../server/body-invalid.ts';
+import { bodyMarkedRefusal } from '../server/body-invalid.ts';
 import { bodyUnread, closeUnread } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
@@ -795,13 +795,15 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     x.done = true;
     inflight--;
     if (inflight === 0 && drained) drained();
-    // The listener answered 400 for a body its parser refused, before any answer of the gateway's
-    // (the answer decided, or a 401 decided after, reached no one): the event and the metrics say
-    // what the caller got. An upstream the request was relayed to saw the body cut short.
-    if (x.request !== undefined && bodyMarkedInvalid(x.request)) {
+    // The listener answered 400 for a body its parser refused, or 408 for one still arriving at
+    // request_timeout, before any answer of the gateway's (the answer decided, or a 401 decided
+    // after, reached no one): the event and the metrics say what the caller got. An upstream the
+    // request was relayed to saw the body cut short.
+    const refused = x.request === undefined ? undefined : bodyMarkedRefusal(x.request);
+    if (refused !== undefined) {
       x.decision = 'deny';
-      x.reason = 'request_body_invalid';
-      x.status = 400;
+      x.reason = refused;
+      x.status = refused === 'request_timeout' ? 408 : 400;
     }
     const latency = performance.now() - x.start;
     metrics.request(x.route ?? NO_ROUTE, x.decision, x.status, latency / 1000);

@@ -256,7 +256,7 @@ export class GatewayMetrics {
     });
     new Counter({
       name: 'tessera_gateway_parser_refusals_total',
-      help: 'Requests answered before the gateway saw them (no audit event): 400 unparseable, 408 head or body too slow, 417 an Expect other than 100-continue, 431 head too large, 501 CONNECT.',
+      help: 'Requests answered before the gateway saw them (no audit event): 400 unparseable, 408 head too slow, 417 an Expect other than 100-continue, 431 head too large, 501 CONNECT.',
       labelNames: ['status'],
       registers: [registry],
       collect() {

@@ -17,7 +17,7 @@ import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, ERROR_CODES } from '../core/errors.ts';
 import { peerAllowed, peerList } from '../core/peers.ts';
 import { addressKey } from '../core/ratelimit.ts';
-import { markBodyInvalid, refusedByParser } from '../server/body-invalid.ts';
+import { markBodyRefused, refusedByParser } from '../server/body-invalid.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
@@ -287,11 +287,13 @@ export function createListener(
     // Node's own handler does.
     if (socket.writable && !socket.destroyed && !answering?.headersSent) {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-      // A body refused after its head went to a handler (a bad chunk, even in the head's packet):
-      // the 400 is its answer, which that handler audits and counts (request_body_invalid).
+      // A body refused after its head went to a handler (a bad chunk, even in the head's packet),
+      // or still arriving at request_timeout: the 400 or 408 is its answer, which that handler
+      // audits and counts (request_body_invalid, request_timeout).
       const reading = (socket as { parser?: { incoming?: IncomingMessage | null } | null }).parser?.incoming;
-      if (status === 400 && refusedByParser(err) && reading != null && !reading.complete && answering?.req === reading)
-        markBodyInvalid(reading);
+      const holder = reading != null && !reading.complete && answering?.req === reading ? reading : undefined;
+      if (holder !== undefined && status === 400 && refusedByParser(err)) markBodyRefused(holder, 'request_body_invalid');
+      else if (holder !== undefined && status === 408) markBodyRefused(holder, 'request_timeout');
       else onRefused?.(status);
       const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);

@@ -44,6 +44,7 @@ export interface OAuthRequest {
     | 'request_body_too_large'
     | 'client_closed'
     | 'request_body_invalid'
+    | 'request_timeout'
     | 'dpop_proof_invalid'
     | 'cors_origin_not_allowed'
     | 'request_framing_invalid'

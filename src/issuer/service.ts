@@ -1488,6 +1488,7 @@ export class TokenService {
         | 'request_body_too_large'
         | 'client_closed'
         | 'request_body_invalid'
+        | 'request_timeout'
         | 'cors_origin_not_allowed'
         | 'request_framing_invalid';
     } = {},

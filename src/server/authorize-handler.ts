@@ -36,7 +36,7 @@ export interface AuthorizeHandlerOptions {
   /**
    * Reads the form body (shared with the token endpoint's limits); `undefined` when it is labelled
    * with another charset or is not UTF-8 (RFC 6749 Appendix B). Throws an error whose `code`
-   * (`request_body_too_large`, `client_closed`, `request_body_invalid`) the refusal is audited with.
+   * (`request_body_too_large`, `client_closed`, `request_body_invalid`, `request_timeout`) the refusal is audited with.
    */
   readonly readForm: (req: IncomingMessage) => Promise<URLSearchParams | undefined>;
   /** Told of a failure a request was answered for (a store down, a bug), with its request id. */
@@ -361,7 +361,11 @@ export function createAuthorizeHandler(
         progress.admitted = true;
         progress.slots = slots;
         const code = (e as { code?: unknown } | null)?.code;
-        denied(code === 'request_body_too_large' || code === 'client_closed' || code === 'request_body_invalid' ? code : 'server_error');
+        denied(
+          code === 'request_body_too_large' || code === 'client_closed' || code === 'request_body_invalid' || code === 'request_timeout'
+            ? code
+            : 'server_error',
+        );
         throw e;
       }
       if (!admit(AUDIT_EVENTS.authorization)) return;

@@ -1,16 +1,20 @@
 /**
- * A request whose body Node's HTTP parser refused after its head was handed to a handler (a chunk
- * size that is no hex number, chunk data not ended by CRLF): the listener answers it 400 and closes
- * the connection, and the request then ends as if its client had hung up. The handler that holds
- * it audits and counts it as `request_body_invalid` with the listener's 400, not as
- * `client_closed` (the client did not leave) nor with the answer it had decided (which reaches
- * no one).
+ * A request the listener answered itself after its head was handed to a handler, its body not yet
+ * whole: a body Node's HTTP parser refused (a chunk size that is no hex number, chunk data not
+ * ended by CRLF), answered 400, or one still arriving when `request_timeout` passed, answered 408.
+ * The listener closes the connection, and the request then ends as if its client had hung up. The
+ * handler that holds it audits and counts it as `request_body_invalid` (400) or `request_timeout`
+ * (408), not as `client_closed` (the client did not leave) nor with the answer it had decided
+ * (which reaches no one); the listener does not count it among its own refusals.
  *
  * @module
  */
 import type { IncomingMessage } from 'node:http';
 
-const invalid = new WeakSet<IncomingMessage>();
+/** Why the listener answered a request whose body a handler was reading. */
+export type BodyRefusal = 'request_body_invalid' | 'request_timeout';
+
+const refused = new WeakMap<IncomingMessage, BodyRefusal>();
 
 /**
  * Whether a parser error (`clientError`'s, or the one a connection was destroyed with) refused
@@ -22,23 +26,31 @@ export function refusedByParser(error: unknown): boolean {
   return typeof code === 'string' && code.startsWith('HPE_') && code !== 'HPE_INVALID_EOF_STATE';
 }
 
-/** Record that the parser refused `req`'s body (the listener's `clientError` handler). */
-export function markBodyInvalid(req: IncomingMessage): void {
-  invalid.add(req);
+/** Whether an error (`clientError`'s, or the one a connection was destroyed with) is Node's `requestTimeout`. */
+export function requestTimedOut(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | null | undefined)?.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+}
+
+/** Record why the listener answered `req` while its body was being read (its `clientError` handler). */
+export function markBodyRefused(req: IncomingMessage, reason: BodyRefusal): void {
+  refused.set(req, reason);
 }
 
 /**
- * Whether the parser refused `req`'s body before any answer was begun: marked by the listener
- * ({@link markBodyInvalid}), or, under a server without a `clientError` listener (an embedding
- * one: Node answers 400 itself when no answer has begun), its connection was destroyed with the
- * parser's error. Call it only for a request not answered yet (a body still being read): past its
- * answer's head, Node cuts the connection with no 400.
+ * Why the listener answered `req` before any answer was begun, if it did: marked by the listener
+ * ({@link markBodyRefused}), or, under a server without a `clientError` listener (an embedding
+ * one: Node answers 400 or 408 itself when no answer has begun), its connection was destroyed
+ * with the parser's error or the request timeout. Call it only for a request not answered yet (a
+ * body still being read): past its answer's head, Node cuts the connection with no answer.
  */
-export function bodyInvalid(req: IncomingMessage): boolean {
-  return invalid.has(req) || refusedByParser(req.socket?.errored);
+export function bodyRefusal(req: IncomingMessage): BodyRefusal | undefined {
+  const marked = refused.get(req);
+  if (marked !== undefined) return marked;
+  const error = req.socket?.errored;
+  return refusedByParser(error) ? 'request_body_invalid' : requestTimedOut(error) ? 'request_timeout' : undefined;
 }
 
-/** Whether the listener answered `req` 400 for a body its parser refused ({@link markBodyInvalid}). */
-export function bodyMarkedInvalid(req: IncomingMessage): boolean {
-  return invalid.has(req);
+/** Why the listener answered `req` itself ({@link markBodyRefused}), if it did. */
+export function bodyMarkedRefusal(req: IncomingMessage): BodyRefusal | undefined {
+  return refused.get(req);
 }

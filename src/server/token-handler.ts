@@ -26,7 +26,7 @@ import { malformedBody, plainText, revocationRequest, strictBodyFault } from './
 import { AUDIT_EVENTS } from './audit-events.ts';
 import type { Authenticator } from './authenticator.ts';
 import { createAuthorizeHandler, createLoginCallbackHandler, createLogoutHandler } from './authorize-handler.ts';
-import { bodyInvalid } from './body-invalid.ts';
+import { type BodyRefusal, bodyRefusal } from './body-invalid.ts';
 import { bodyUnread, closeUnread } from './close-unread.ts';
 import { skipContinue } from './expect-continue.ts';
 import { createOidcAuthenticator } from './oidc-authenticator.ts';
@@ -86,19 +86,24 @@ class BodyTooLarge extends Error {
 }
 
 /**
- * The client closed the connection before its body was whole (it hung up, or the listener's
- * request_timeout cut it): no server failure, and there is no one left to answer.
+ * The client closed the connection before its body was whole (it hung up): no server failure, and
+ * there is no one left to answer.
  */
 class BodyAborted extends Error {
   readonly code = 'client_closed';
 }
 
 /**
- * The parser refused the body (a chunk that is no chunk): the listener answered 400 and closed the
- * connection ({@link bodyInvalid}). The client did not hang up.
+ * The listener answered the request while its body was being read and closed the connection
+ * ({@link bodyRefusal}): 400 for a body the parser refused (a chunk that is no chunk), 408 for one
+ * still arriving at request_timeout. The client did not hang up.
  */
 class BodyInvalid extends Error {
-  readonly code = 'request_body_invalid';
+  readonly code: BodyRefusal;
+  constructor(code: BodyRefusal) {
+    super(code);
+    this.code = code;
+  }
 }
 
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
@@ -127,8 +132,12 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     });
     req.on('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
     // Node reports a body cut short as an `aborted` ECONNRESET error on the request, also one whose
-    // framing its parser refused.
-    req.on('error', (err) => reject(req.complete ? err : bodyInvalid(req) ? new BodyInvalid() : new BodyAborted()));
+    // framing its parser refused or that request_timeout cut.
+    req.on('error', (err) => {
+      if (req.complete) return reject(err);
+      const refused = bodyRefusal(req);
+      reject(refused !== undefined ? new BodyInvalid(refused) : new BodyAborted());
+    });
   });
 }
 
@@ -493,7 +502,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       } catch (err) {
         if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
         else if (err instanceof BodyAborted) requestFault = 'client_closed';
-        else if (err instanceof BodyInvalid) requestFault = 'request_body_invalid';
+        else if (err instanceof BodyInvalid) requestFault = err.code;
         else throw err;
       }
     }
@@ -551,6 +560,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       | 'request_body_too_large'
       | 'client_closed'
       | 'request_body_invalid'
+      | 'request_timeout'
       | 'cors_origin_not_allowed'
       | 'request_framing_invalid'
       | undefined;
@@ -578,7 +588,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
           bodyFault = fault === 'repeated' ? 'registration_metadata_member_repeated' : 'registration_metadata_invalid';
       } catch (err) {
         if (err instanceof BodyAborted) requestFault = 'client_closed';
-        else if (err instanceof BodyInvalid) requestFault = 'request_body_invalid';
+        else if (err instanceof BodyInvalid) requestFault = err.code;
         else if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
         else bodyFault = 'registration_metadata_invalid';
       }

@@ -159,3 +159,45 @@ for (const [setup, gatewaySection] of [
     }
   });
 }
+
+for (const [setup, limits] of [
+  [
+    'beside the gateway',
+    'gateway:\n  watch_config: false\n  limits: { headers_timeout: 1s, request_timeout: 1s }\n  routes:\n    - { id: all, match: { path_prefix: /api }, upstream: { url: "http://127.0.0.1:9" }, auth: none }\n',
+  ],
+  ['alone (no gateway section)', 'token_service:\n  limits: { headers_timeout: 1s, request_timeout: 1s }\n'],
+] as const) {
+  describe(`tessera serve ${setup}: a body stalled past request_timeout at the token service`, () => {
+    let s: Served;
+    before(async () => {
+      s = await serve(`slow-${setup.slice(0, 5)}`, limits);
+    });
+    after(async () => {
+      await s?.running.close();
+      if (s) rmSync(s.dir, { recursive: true, force: true });
+    });
+
+    it('attack: slow body: a head with Content-Length, then part of the body and nothing more, is answered 408 by the listener and audited token.denied request_timeout, not client_closed (the client did not hang up), and not counted as a parser refusal', async () => {
+      const requestId = `slow-body-${setup.slice(0, 5)}`;
+      const r = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(s.running.url).port), '127.0.0.1', () =>
+          socket.write(
+            `POST /oauth2/token HTTP/1.1\r\nHost: a\r\nX-Request-Id: ${requestId}\r\nAuthorization: ${basic('agent', s.secret)}\r\n${FORM}\r\nContent-Length: 100\r\n\r\ngrant_type=`,
+          ),
+        );
+        let got = '';
+        socket.on('data', (d) => {
+          got += d;
+        });
+        socket.on('end', () => resolve(got)).on('error', reject);
+      });
+      assert.deepEqual(statuses(r), [408], r);
+      await until(async () => (await events(s, requestId)).length > 0);
+      assert.deepEqual(await events(s, requestId), [['token.denied', 'request_timeout']]);
+      if (setup.startsWith('beside')) {
+        const metrics = await (await fetch(`${s.running.url}/metrics`)).text();
+        assert.match(metrics, /^tessera_gateway_parser_refusals_total\{status="408"\} 0$/m, metrics);
+      }
+    });
+  });
+}

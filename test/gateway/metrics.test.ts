@@ -8,7 +8,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, connect, createServer } from 'node:net';
 import { describe, it } from 'node:test';
 import { statusLabel } from '../../src/gateway/metrics.ts';
-import { rawHttp } from '../helpers/net.ts';
+import { rawHttp, until } from '../helpers/net.ts';
 import { AUDIENCE, baseConfig, ISSUER, key, mcpRoute, startGateway, startUpstream, token } from './helpers.ts';
 
 /** The series of a scrape: every sample line, value dropped. */
@@ -264,6 +264,62 @@ describe('gateway metrics: label cardinality', () => {
       await gw.close();
       await upstream.close();
       jwks.close();
+    }
+  });
+
+  it('attack: slow body: a head with Content-Length, then a stalled body, cut by limits.request_timeout with the listener’s 408, was audited allow client_closed (status 0: the client had not hung up) and the 408 counted as a parser refusal too; now one 408 request_timeout, in the event and in requests_total, none among the parser refusals (a route relaying the body, one deciding a token first)', async () => {
+    const upstream = await startUpstream();
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        limits: { headers_timeout: '1s', request_timeout: '1s' },
+        routes: [
+          { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', audience: AUDIENCE, rules: [{}] },
+          { id: 'public', match: { path_prefix: '/public' }, upstream: { url: upstream.url }, auth: 'none' },
+        ],
+      },
+    });
+    const scrape = async () => (await fetch(`${gw.url}/metrics`)).text();
+    const sample = (text: string, series: string) => {
+      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+      return line === undefined ? 0 : Number(line.slice(series.length + 1));
+    };
+    // The head and 5 of the 100 bytes it announces, then nothing: the listener's 408 ends it.
+    const stall = (head: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(gw.url).port), '127.0.0.1', () => socket.write(`${head}Content-Length: 100\r\n\r\nhello`));
+        let got = '';
+        socket.on('data', (d) => {
+          got += d;
+        });
+        socket.on('end', () => resolve(got)).on('error', reject);
+      });
+    try {
+      const valid = await token({});
+      const [api, pub] = await Promise.all([
+        stall(`POST /api/x HTTP/1.1\r\nHost: a\r\nX-Request-Id: slow-body-1\r\nAuthorization: Bearer ${valid}\r\n`),
+        stall('POST /public/x HTTP/1.1\r\nHost: a\r\nX-Request-Id: slow-body-2\r\n'),
+      ]);
+      assert.equal(api, 'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      assert.equal(pub, api);
+      await until(async () => {
+        await gw.served.gateway.audit.flush();
+        return gw.audit.events.filter((e) => e.request_id?.startsWith('slow-body-')).length === 2;
+      });
+      const events = gw.audit.events.filter((e) => e.request_id?.startsWith('slow-body-'));
+      assert.deepEqual(events.map((e) => [e.request_id, e.route, e.decision, e.reason]).sort(), [
+        ['slow-body-1', 'api', 'deny', 'request_timeout'],
+        ['slow-body-2', 'public', 'deny', 'request_timeout'],
+      ]);
+      const text = await scrape();
+      assert.equal(sample(text, 'tessera_gateway_requests_total{route="api",decision="deny",status="408"}'), 1, text);
+      assert.equal(sample(text, 'tessera_gateway_requests_total{route="public",decision="deny",status="408"}'), 1);
+      assert.equal(sample(text, 'tessera_gateway_requests_total{route="api",decision="allow",status="0"}'), 0);
+      assert.equal(sample(text, 'tessera_gateway_requests_total{route="public",decision="allow",status="0"}'), 0);
+      assert.equal(sample(text, 'tessera_gateway_parser_refusals_total{status="408"}'), 0);
+    } finally {
+      await gw.close();
+      await upstream.close();
     }
   });
 

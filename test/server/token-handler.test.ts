@@ -347,6 +347,47 @@ describe('a body the HTTP parser refuses', () => {
   });
 });
 
+describe('a body still arriving at the server’s request timeout', () => {
+  it('attack: slow body: a head with Content-Length, then nothing, under a server of the embedder’s own (Node answers 408 itself): audited request_timeout, not client_closed (the client did not hang up), and not reported to onError', async () => {
+    const errors: unknown[] = [];
+    const tokens = createTokenServiceHandler(issuer.service, { onError: (e) => errors.push(e) });
+    const closed: Promise<void>[] = [];
+    const server = createServer({ requestTimeout: 1000, headersTimeout: 1000, connectionsCheckingInterval: 200 }, (req, res) => {
+      closed.push(new Promise((resolve) => req.on('close', () => setTimeout(resolve, 100))));
+      if (!tokens(req, res)) res.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const c = await issuer.addClient({ id: 'slow-body-probe', scopes: ['api:read'] });
+    try {
+      const answer = await new Promise<string>((resolve, reject) => {
+        let got = '';
+        const s = connect((server.address() as AddressInfo).port, '127.0.0.1', () => {
+          s.write(
+            `POST /oauth2/token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${basic(c.id, c.secret)}\r\n` +
+              'Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\nX-Request-Id: slow-body-token\r\n\r\ngrant_type=',
+          );
+        });
+        s.on('data', (d) => {
+          got += d;
+        });
+        s.on('close', () => resolve(got)).on('error', reject);
+      });
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+      await Promise.all(closed);
+      assert.deepEqual(errors, []);
+      await issuer.service.audit.flush();
+      const trail = await issuer.store.queryAudit({ request_id: 'slow-body-token', limit: 10 });
+      assert.deepEqual(
+        trail.map((e) => [e.kind, e.decision, e.reason]),
+        [['token.denied', 'deny', 'request_timeout']],
+      );
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
+
 describe('browsers and CORS', () => {
   it('attack: a page on another origin cannot call the token endpoint: a preflight gets 405 and no Access-Control-Allow-* header, a simple POST carrying an Origin gets no Access-Control-Allow-Origin (none reflected, none with credentials)', async () => {
     const c = await issuer.addClient({ id: 'cors-probe', scopes: ['api:read'] });
