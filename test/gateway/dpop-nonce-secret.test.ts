@@ -8,11 +8,13 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { inspect } from 'node:util';
 import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
 import pino from 'pino';
+import WebSocket, { WebSocketServer } from 'ws';
 import { ConfigError } from '../../src/core/errors.ts';
 import { createDpopNonces } from '../../src/core/verify/dpop.ts';
 import type { GatewayDeps } from '../../src/gateway/gateway.ts';
@@ -334,5 +336,103 @@ describe('gateway: a fresh DPoP-Nonce on allowed responses (RFC 9449 §9)', () =
     });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('dpop-nonce'), null);
+  });
+});
+
+describe('gateway: a fresh DPoP-Nonce on a WebSocket 101 (RFC 9449 §9)', () => {
+  let upstream: Upstream;
+  let wss: WebSocketServer;
+  let gw: TestGateway;
+  let bound: string;
+  // Nonces are of 5-minute slots, each good in its slot and the next: the clock is moved by slots.
+  let nowMs = Date.now();
+  before(async () => {
+    upstream = await startUpstream();
+    // An upstream whose 101 sets DPoP-Nonce of its own, which must never reach the caller.
+    wss = new WebSocketServer({ noServer: true });
+    wss.on('headers', (headers) => headers.push('DPoP-Nonce: upstream-chosen-nonce'));
+    upstream.server.on('upgrade', (req, socket, head) =>
+      wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (m) => ws.send(`echo:${m.toString()}`))),
+    );
+    bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) }, exp: Math.floor(nowMs / 1000) + 7200 });
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        server: { public_url: `${PUBLIC}/` },
+        dpop: { mode: 'allowed', nonce: true },
+        gateway: { routes: [{ id: 'ws', match: { path_prefix: '/ws' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] }] },
+      },
+      { clock: () => nowMs },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    wss.close();
+    await upstream.close();
+  });
+
+  /** A real WebSocket upgrade of /ws with a proof naming `nonce`: the status and DPoP-Nonce answered, and an echo when upgraded. */
+  const upgrade = async (nonce?: string) => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws`, {
+      headers: {
+        authorization: `DPoP ${bound}`,
+        dpop: await new SignJWT({
+          htm: 'GET',
+          htu: `${PUBLIC}/ws`,
+          jti: randomUUID(),
+          ath: createHash('sha256').update(bound).digest('base64url'),
+          ...(nonce !== undefined ? { nonce } : {}),
+        })
+          .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
+          .setIssuedAt(Math.floor(nowMs / 1000))
+          .sign(holder.privateKey),
+      },
+    });
+    return new Promise<{ status: number; nonce: string | undefined; echo?: string }>((resolve, reject) => {
+      let answer: IncomingMessage | undefined;
+      ws.once('upgrade', (res: IncomingMessage) => {
+        answer = res;
+      });
+      ws.once('open', () => {
+        ws.once('message', (m) => {
+          resolve({ status: 101, nonce: answer?.headers['dpop-nonce'] as string | undefined, echo: m.toString() });
+          ws.close();
+        });
+        ws.send('hi');
+      });
+      ws.once('unexpected-response', (_req, res: IncomingMessage) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, nonce: res.headers['dpop-nonce'] as string | undefined });
+        ws.terminate();
+      });
+      ws.once('error', reject);
+    });
+  };
+
+  it('an upgrade whose proof names a nonce of the previous slot is switched (101) with the current one in DPoP-Nonce, so the client never meets use_dpop_nonce; a current one gets none; the upstream’s own DPoP-Nonce never reaches the caller', async () => {
+    const first = await upgrade();
+    assert.equal(first.status, 401);
+    const n1 = first.nonce;
+    assert.ok(n1);
+    const current = await upgrade(n1);
+    assert.deepEqual(
+      current,
+      { status: 101, nonce: undefined, echo: 'echo:hi' },
+      'its nonce is the current one: none sent, not the upstream’s',
+    );
+    nowMs += 300_000;
+    const aging = await upgrade(n1);
+    assert.equal(aging.status, 101);
+    assert.equal(aging.echo, 'echo:hi');
+    const n2 = aging.nonce;
+    assert.ok(n2 !== undefined && n2 !== n1 && n2 !== 'upstream-chosen-nonce', `a fresh nonce of the gateway’s: ${n2}`);
+    nowMs += 300_000;
+    // n1 has now expired (the client that kept it pays a retry); n2, taken from the 101, passes.
+    assert.equal((await upgrade(n1)).status, 401);
+    const next = await upgrade(n2);
+    assert.equal(next.status, 101);
+    const n3 = next.nonce;
+    assert.ok(n3 !== undefined && n3 !== n2 && n3 !== 'upstream-chosen-nonce', `the next nonce: ${n3}`);
+    assert.equal((await upgrade(n3)).nonce, undefined);
   });
 });
