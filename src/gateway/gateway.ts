@@ -96,7 +96,7 @@ import { type OpenedSession, openEventId, openSession, randomSessionKey, signEve
 import { type McpListTasks, openCursor, openListCursor, sealCursor, TaskListForwardHandler } from './mcp/task-list.ts';
 import { MAX_TASK_ID, namesTask, type RecordTasks, recordedOwner, TaskCreateForwardHandler, taskRecordOwner } from './mcp/tasks.ts';
 import { TOOLS_LIST_ERROR_MESSAGE, ToolsListInvalid } from './mcp/tools-list.ts';
-import { GatewayMetrics, NO_ROUTE, type ParserRefusal } from './metrics.ts';
+import { type ConnectionRefusal, GatewayMetrics, NO_ROUTE, type ParserRefusal } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, nginxStatus, renderDeny } from './pipeline/errors/error-handler.ts';
@@ -433,6 +433,11 @@ export interface Gateway {
    * server's `clientError` handler, as `serveGateway` does.
    */
   readonly refusedByParser: (status: ParserRefusal) => void;
+  /**
+   * Count a connection the HTTP server closed unanswered as it was accepted, in
+   * `tessera_gateway_connections_refused_total{reason}`, as `serveGateway` does.
+   */
+  readonly refusedConnection: (reason: ConnectionRefusal) => void;
 }
 
 /** pino's levels, as `TESSERA_LOG_LEVEL` may name them. */
@@ -2271,5 +2276,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       return inflight;
     },
     refusedByParser: (status) => metrics.refusedByParser(status),
+    refusedConnection: (reason) => metrics.refusedConnection(reason),
   };
 }

@@ -102,6 +102,13 @@ export function statusLabel(status: number): string {
  */
 export type ParserRefusal = 400 | 408 | 417 | 431 | 501;
 
+/**
+ * Why a connection was closed unanswered as it was accepted: its address held
+ * `limits.max_connections_per_address` already (`per_address`), or the listener held
+ * `limits.max_connections` (`max_connections`).
+ */
+export type ConnectionRefusal = 'per_address' | 'max_connections';
+
 /** The route label of a request that matched no route: always kept. */
 export const NO_ROUTE = '(none)';
 
@@ -119,6 +126,7 @@ export class GatewayMetrics {
   readonly #upstreamErrors = new Map<string, { labels: Record<string, string>; n: number }>();
   readonly #reloads = { ok: 0, refused: 0 };
   readonly #refused: Record<ParserRefusal, number> = { 400: 0, 408: 0, 417: 0, 431: 0, 501: 0 };
+  readonly #connectionsRefused: Record<ConnectionRefusal, number> = { per_address: 0, max_connections: 0 };
   readonly #latency: RouteHistogram;
   /** Verifier counters of verifiers replaced by a reload, so totals never go down. */
   #retiredCache = { hits: 0, misses: 0 };
@@ -133,6 +141,7 @@ export class GatewayMetrics {
     const upstreamErrors = this.#upstreamErrors;
     const reloads = this.#reloads;
     const refused = this.#refused;
+    const connectionsRefused = this.#connectionsRefused;
     const self = this;
     new Counter({
       name: 'tessera_gateway_requests_total',
@@ -264,6 +273,21 @@ export class GatewayMetrics {
         for (const [status, n] of Object.entries(refused)) this.inc({ status }, n);
       },
     });
+    new Counter({
+      name: 'tessera_gateway_connections_refused_total',
+      help: 'Connections closed unanswered as they were accepted: per_address past limits.max_connections_per_address, max_connections past limits.max_connections.',
+      labelNames: ['reason'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(connectionsRefused)) this.inc({ reason }, n);
+      },
+    });
+  }
+
+  /** A connection closed unanswered as it was accepted ({@link ConnectionRefusal}). */
+  refusedConnection(reason: ConnectionRefusal): void {
+    this.#connectionsRefused[reason]++;
   }
 
   /** A request refused before it reached the gateway ({@link ParserRefusal}). */

@@ -18,11 +18,12 @@ import { ConfigError, ERROR_CODES } from '../core/errors.ts';
 import { peerAllowed, peerList } from '../core/peers.ts';
 import { addressKey } from '../core/ratelimit.ts';
 import { markBodyRefused, refusedByParser } from '../server/body-invalid.ts';
+import { endConnection } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
-import type { ParserRefusal } from './metrics.ts';
+import type { ConnectionRefusal, ParserRefusal } from './metrics.ts';
 import { framingValid } from './requests.ts';
 
 /** Options of {@link serveGateway}: the configuration (or its file) and the listener. */
@@ -161,13 +162,89 @@ function applyLimits(server: Server, limits: ListenerLimits | undefined, exempt?
 }
 
 /**
- * Count each connection against its address (an IPv6 address by its /64, as the rate limits key
- * it) and close at once, before a byte of it is read, one past `max_connections_per_address`:
- * without it one client holds every one of `max_connections` with idle or trickling connections,
- * each cut only after `headers_timeout`, and opened again. Every connection is counted, a proxy’s
- * too, so that a reload changing the limit or the proxies counts the connections already open.
+ * Where a listener's connection refusals go: `count` each one (the gateway's
+ * `tessera_gateway_connections_refused_total`), and `warn` of them (a logger's warn) under the
+ * section the limits are configured in (`at`: `gateway.limits`, `token_service.limits`).
  */
-function limitPerAddress(server: Server): void {
+export interface ConnectionRefusals {
+  readonly at: 'gateway.limits' | 'token_service.limits';
+  readonly warn: (fields: Record<string, unknown>, message: string) => void;
+  readonly count?: (reason: ConnectionRefusal) => void;
+}
+
+/**
+ * At most one `connections_refused` line per reason this often: a client opening connections
+ * without end past a limit would otherwise write one line per connection.
+ */
+export const REFUSAL_LOG_MS = 10_000;
+
+/**
+ * Count each refusal, and warn of the first at once and of those that follow in one line per
+ * {@link REFUSAL_LOG_MS} and reason, with how many there were (`refused`) and the address of the
+ * last (an IPv6 address by its /64); the limit by its configuration path and value. Nothing else
+ * of the connection (no port) is said.
+ */
+function reportRefusals(
+  server: Server,
+  refusals: ConnectionRefusals | undefined,
+): (reason: ConnectionRefusal, address: string | undefined) => void {
+  const windows = new Map<ConnectionRefusal, { refused: number; address: string; timer: NodeJS.Timeout }>();
+  const limitOf = (reason: ConnectionRefusal) => (reason === 'per_address' ? (addressLimits.get(server)?.max ?? 0) : server.maxConnections);
+  const warn = (reason: ConnectionRefusal, refused: number, address: string) => {
+    const limit = `${refusals?.at}.${reason === 'per_address' ? 'max_connections_per_address' : 'max_connections'}`;
+    const max = limitOf(reason);
+    refusals?.warn(
+      { event: 'connections_refused', reason, limit, max, refused, address },
+      `${refused === 1 ? 'a connection' : `${refused} connections`} closed unanswered: past ${limit} (${max})`,
+    );
+  };
+  const flush = (reason: ConnectionRefusal): void => {
+    const w = windows.get(reason);
+    if (w === undefined) return;
+    if (w.refused === 0) {
+      windows.delete(reason);
+      return;
+    }
+    warn(reason, w.refused, w.address);
+    w.refused = 0;
+    w.timer = setTimeout(() => flush(reason), REFUSAL_LOG_MS);
+    w.timer.unref();
+  };
+  // Closed: what is still to be said is said now.
+  server.once('close', () => {
+    for (const [reason, w] of windows) {
+      clearTimeout(w.timer);
+      if (w.refused > 0) warn(reason, w.refused, w.address);
+    }
+    windows.clear();
+  });
+  return (reason, address) => {
+    refusals?.count?.(reason);
+    if (refusals === undefined) return;
+    const key = address === undefined ? 'unknown' : addressKey(address);
+    const w = windows.get(reason);
+    if (w !== undefined) {
+      w.refused++;
+      w.address = key;
+      return;
+    }
+    warn(reason, 1, key);
+    const timer = setTimeout(() => flush(reason), REFUSAL_LOG_MS);
+    timer.unref();
+    windows.set(reason, { refused: 0, address: key, timer });
+  };
+}
+
+/**
+ * Count each connection against its address (an IPv6 address by its /64, as the rate limits key
+ * it; an IPv4-mapped one as its IPv4 address) and close at once, before a byte of it is read, one
+ * past `max_connections_per_address`: without it one client holds every one of `max_connections`
+ * with idle or trickling connections, each cut only after `headers_timeout`, and opened again.
+ * Every connection is counted, a proxy’s too, so that a reload changing the limit or the proxies
+ * counts the connections already open. Each connection counted is let go on its 'close', which
+ * every socket emits once however it ends.
+ */
+function limitPerAddress(server: Server, refused: (reason: ConnectionRefusal, address: string | undefined) => void): void {
   const limit: AddressLimit = { max: 0, exempt: undefined };
   addressLimits.set(server, limit);
   const open = new Map<string, number>();
@@ -180,6 +257,7 @@ function limitPerAddress(server: Server): void {
     const n = (open.get(key) ?? 0) + 1;
     if (limit.max > 0 && n > limit.max && !(limit.exempt !== undefined && peerAllowed(limit.exempt, address))) {
       socket.destroy();
+      refused('per_address', address);
       return;
     }
     open.set(key, n);
@@ -189,6 +267,8 @@ function limitPerAddress(server: Server): void {
       else open.set(key, left);
     });
   });
+  // Past max_connections Node closes the connection itself, before any 'connection'.
+  server.on('drop', (data?: { remoteAddress?: string }) => refused('max_connections', data?.remoteAddress));
 }
 
 /**
@@ -213,7 +293,8 @@ function writeFramingRefusal(res: ServerResponse): void {
  * every second, keep-alive; a malformed, oversized or timed-out request head is
  * answered 400, 431 or 408 and its connection closed, a CONNECT 501, an `Expect` other than
  * `100-continue` 417; `Expect: 100-continue` is answered when the handler reads the body. `onRefused` is told the status of each request refused
- * before any handler saw it (those have no audit event).
+ * before any handler saw it (those have no audit event), `refusals` of each connection closed
+ * unanswered past a connection limit (see {@link ConnectionRefusals}).
  *
  * Every request's framing is checked here, before any handler, whatever its path
  * (`framingValid`: HTTP/1.1 or HTTP/1.0, a Transfer-Encoding only on HTTP/1.1 and only `chunked`).
@@ -231,6 +312,7 @@ export function createListener(
   refuseFraming?: (req: IncomingMessage, res: ServerResponse) => boolean,
   onUpgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
   proxies?: BlockList,
+  refusals?: ConnectionRefusals,
 ): Server {
   // A pipelined request (RFC 9112 §9.3.2) is handled once the answer ahead of it is written, as
   // Node sends them: its response is queued without a socket until then. Behind an answer that
@@ -296,7 +378,7 @@ export function createListener(
       else if (holder !== undefined && status === 408) markBodyRefused(holder, 'request_timeout');
       else onRefused?.(status);
       const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
-      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      endConnection(socket, `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     } else socket.destroy();
   });
   // CONNECT asks for a tunnel, which neither the gateway nor the token service opens: without a
@@ -305,7 +387,7 @@ export function createListener(
   server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
     socket.on('error', () => socket.destroy());
     onRefused?.(501);
-    socket.end('HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    endConnection(socket, 'HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   });
   // An `Upgrade` pipelined behind requests still being answered: Node hands the socket over at
   // once, with the answers ahead still to be written on it, where the upgrade's own answer (a 101
@@ -334,7 +416,7 @@ export function createListener(
       next();
     });
   }
-  limitPerAddress(server);
+  limitPerAddress(server, reportRefusals(server, refusals));
   applyLimits(server, limits, proxies);
   return server;
 }
@@ -423,7 +505,11 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     if (!inFront(options.refuseFraming?.(req, res) ?? false, res)) gateway.refuseFraming(req, res);
     return true;
   };
-  const server = createListener(onRequest, limits, gateway.refusedByParser, refuseFraming, gateway.handleUpgrade, proxies(config));
+  const server = createListener(onRequest, limits, gateway.refusedByParser, refuseFraming, gateway.handleUpgrade, proxies(config), {
+    at: 'gateway.limits',
+    warn: (fields, message) => gateway.logger.warn(fields, message),
+    count: gateway.refusedConnection,
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -8,6 +8,7 @@
 import { type IncomingMessage, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { TesseraError } from '../core/errors.ts';
+import { endConnection } from '../server/close-unread.ts';
 import type { GatewayContext } from './context.ts';
 import { sentOnce } from './forward-auth.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
@@ -65,7 +66,7 @@ function writeSocketDeny(socket: Duplex, d: DenyRendering): void {
   if (socket.destroyed) return;
   let text = `HTTP/1.1 ${d.status} ${STATUS_CODES[d.status] ?? ''}\r\n`;
   for (const [k, v] of Object.entries(d.headers)) text += `${k}: ${v}\r\n`;
-  socket.end(`${text}connection: close\r\n\r\n${d.body}`);
+  endConnection(socket, `${text}connection: close\r\n\r\n${d.body}`);
 }
 
 export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket: Duplex, head: Buffer): void {

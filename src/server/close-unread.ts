@@ -6,12 +6,14 @@
  * sending then gets a reset, which may discard the answer before it reads it (RFC 9112 §9.6).
  *
  * {@link closeUnread} says `connection: close`, half-closes once the answer is written, and
- * destroys the connection when the client closes its side or {@link LINGER_MS} later.
+ * destroys the connection when the client closes its side or {@link LINGER_MS} later;
+ * {@link endConnection} ends a connection so after an answer written on the socket itself.
  *
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 /** How long a connection lingers, half-closed, after an answer that left its request body unread. */
 export const LINGER_MS = 1000;
@@ -44,4 +46,22 @@ export function closeUnread(res: ServerResponse): void {
     socket.once('end', () => socket.destroy());
     socket.once('close', () => clearTimeout(timer));
   });
+}
+
+/**
+ * Write `answer` on a connection no request follows on (a request head refused or timed out,
+ * CONNECT, a refused upgrade) and end it: half-closed, destroyed when the client closes its side or
+ * {@link LINGER_MS} later. The HTTP listener allows half-open connections: ended alone, one whose
+ * client never closes its side stays open for good, past every timeout, and holds its place in
+ * `max_connections` and `max_connections_per_address`.
+ */
+export function endConnection(socket: Duplex, answer: string): void {
+  socket.end(answer);
+  if (socket.destroyed) return;
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  // Read (and drop) what the client still sends, so that its close is seen: a socket handed over
+  // on upgrade or CONNECT is not read by anyone any more.
+  socket.resume();
 }

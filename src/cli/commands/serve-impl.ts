@@ -117,7 +117,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       res.end('{"error":"not_found"}');
     };
     // token_service.limits, else their defaults (those of gateway.limits): slowloris, connection
-    // counts, its trust_proxy peers held to the total alone. `Expect: 100-continue`: 100 when the
+    // counts, its trust_proxy peers held to the total alone; connections refused are logged. `Expect: 100-continue`: 100 when the
     // handler reads the body, not for one it refuses first. A framing the listener refuses: the
     // token service's refusal on its paths, the listener's plain 400 elsewhere.
     const server = createListener(
@@ -127,6 +127,8 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       handler.refuseFraming,
       undefined,
       peerList(ctx.config.token_service?.trust_proxy ?? [], 'token_service.trust_proxy', []),
+      // No metrics without a gateway section: the refusals are logged alone.
+      { at: 'token_service.limits', warn: (fields, message) => logger.warn({ ...fields, ...TOKEN_SERVICE }, message) },
     );
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
