@@ -116,6 +116,8 @@ export function expressAuth(
       (result) => {
         if (result.ok) {
           req.principal = result.principal;
+          // A fresh DPoP nonce when the proof's is about to expire (RFC 9449 §9).
+          if (result.dpopNonce !== undefined && !res.headersSent) res.setHeader('dpop-nonce', result.dpopNonce);
           next();
           return;
         }

@@ -92,6 +92,8 @@ export function fastifyAuth(
       }
       if (result.ok) {
         request.principal = result.principal;
+        // A fresh DPoP nonce when the proof's is about to expire (RFC 9449 §9).
+        if (result.dpopNonce !== undefined) reply.header('dpop-nonce', result.dpopNonce);
         return;
       }
       const d = denyResponse(result.error, verifier.challenges);

@@ -188,5 +188,9 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
     }
     c.set('principal', result.principal);
     await next();
+    // A fresh DPoP nonce when the proof's is about to expire (RFC 9449 §9), set on the response
+    // the application made (a Response it returned itself drops headers set before next()),
+    // unless it set one of its own.
+    if (result.dpopNonce !== undefined && !c.res.headers.has('dpop-nonce')) c.header('dpop-nonce', result.dpopNonce);
   };
 }

@@ -119,7 +119,12 @@ export function nodeAuth(
       if (!res.headersSent) res.writeHead(SERVER_ERROR.status, SERVER_ERROR.headers).end(SERVER_ERROR.body);
       return undefined;
     }
-    if (result.ok) return result.principal;
+    if (result.ok) {
+      // A fresh DPoP nonce when the proof's is about to expire (RFC 9449 §9): set now, so the
+      // application's response carries it (and may still replace it).
+      if (result.dpopNonce !== undefined && !res.headersSent) res.setHeader('dpop-nonce', result.dpopNonce);
+      return result.principal;
+    }
     writeDeny(res, result.error, verifier);
     return undefined;
   };

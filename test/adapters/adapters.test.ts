@@ -932,3 +932,72 @@ describe('adapters: options are validated once, every problem at once, and read 
     }
   });
 });
+
+describe('adapters with dpop.nonce: a proof naming a nonce of the previous slot is answered with the current one (RFC 9449 §9; fake clock across slots)', () => {
+  const SLOT_MS = 300_000;
+  // A clock at the start of a slot: each step below moves it by one slot exactly.
+  let nowMs = Math.floor(Date.now() / SLOT_MS) * SLOT_MS + 1000;
+  const clock = () => nowMs;
+  const seconds = () => Math.floor(nowMs / 1000);
+  const nonceProof = (url: string, accessToken: string, nonce?: string): Promise<string> =>
+    new SignJWT({
+      htm: 'GET',
+      htu: url,
+      jti: randomUUID(),
+      ath: createHash('sha256').update(accessToken).digest('base64url'),
+      ...(nonce !== undefined ? { nonce } : {}),
+    })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
+      .setIssuedAt(seconds())
+      .sign(holder.privateKey);
+
+  for (const [name, start] of Object.entries(adapters)) {
+    it(`${name}: the allowed response carries DPoP-Nonce when the proof's nonce ages out; a current one gets none; a refused one still gets it on the 401`, async () => {
+      const v = createVerifier({ ...verifier.config, dpop: { ...verifier.config.dpop, mode: 'required', nonce: true } }, { clock });
+      const app = await start(v, { publicUrl: 'https://api.example' });
+      try {
+        const bound = await sign(
+          key,
+          claims({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(holderJwk) }, exp: seconds() + 3600 }, seconds()),
+        );
+        const call = async (nonce?: string) =>
+          send(app.origin, '/items/1', [
+            ['authorization', `DPoP ${bound}`],
+            ['dpop', await nonceProof('https://api.example/items/1', bound, nonce)],
+          ]);
+        const first = await call();
+        assert.equal(first.status, 401, first.body);
+        assert.match(String(first.headers['www-authenticate']), /error="use_dpop_nonce"/);
+        const n1 = first.headers['dpop-nonce'];
+        assert.equal(typeof n1, 'string');
+        const current = await call(n1 as string);
+        assert.equal(current.status, 200, current.body);
+        assert.equal(current.headers['dpop-nonce'], undefined);
+
+        nowMs += SLOT_MS; // n1 is now of the previous slot: still accepted, the next nonce given
+        const aging = await call(n1 as string);
+        assert.equal(aging.status, 200, aging.body);
+        assert.equal(JSON.parse(aging.body).subject, 'user-1');
+        const n2 = aging.headers['dpop-nonce'];
+        assert.equal(typeof n2, 'string');
+        assert.notEqual(n2, n1);
+        const followed = await call(n2 as string);
+        assert.equal(followed.status, 200, followed.body);
+        assert.equal(followed.headers['dpop-nonce'], undefined);
+
+        nowMs += SLOT_MS; // n1 is two slots old: refused, with the current nonce to retry with
+        const stale = await call(n1 as string);
+        assert.equal(stale.status, 401, stale.body);
+        assert.match(String(stale.headers['www-authenticate']), /error="use_dpop_nonce"/);
+        assert.equal(typeof stale.headers['dpop-nonce'], 'string');
+        assert.notEqual(stale.headers['dpop-nonce'], n1);
+        // n2 (of the previous slot now) is still good, and answered with that same current nonce.
+        const kept = await call(n2 as string);
+        assert.equal(kept.status, 200, kept.body);
+        assert.equal(kept.headers['dpop-nonce'], stale.headers['dpop-nonce']);
+      } finally {
+        await app.close();
+      }
+    });
+  }
+});
