@@ -1407,6 +1407,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           if (parts === undefined || parts.principal !== owner) return { refused: 'mcp_task_foreign' };
           // Named again: bound for another ttl (a long task its owner polls stays its owner's), and
           // counted as long (a record made before the count was per principal is counted from now).
+          // The count's claim has no limit, so a principal at its cap still polls its own tasks; what
+          // it answers is not read: the task is the owner's by its owner-and-tool record, and a count
+          // record another principal holds (the pair half renewed) is counted against that one.
           const [claim] = await Promise.all([
             taskOwners.claim(route, 'mcp_task', id, record, now, ttlMs),
             taskOwners.claim(route, 'mcp_task_principal', id, owner, now, ttlMs),
@@ -1486,8 +1489,17 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       try {
         const claims = await Promise.all(
           named.map(async (id) => {
+            // A claim cannot be taken back (the registry has no release): an id whose owner-and-tool
+            // record is another's is refused before the principal's count is claimed, which would
+            // otherwise hold one of the caller's places until task_ttl for a task it never got (a
+            // pair left half renewed by checkMcpTask: the count record gone, the other live).
+            const recorded = await taskOwners.ownerOf(route, 'mcp_task', id, now);
+            if (recorded !== undefined && recorded !== record) return 'foreign';
             const counted = await taskOwners.claim(route, 'mcp_task_principal', id, owner, now, ttlMs, limit);
-            return counted === 'owned' ? taskOwners.claim(route, 'mcp_task', id, record, now, ttlMs, limit) : counted;
+            // Counted: the owner-and-tool record is claimed without the limit, the count above is the
+            // cap ('full' here would leave that count held). Another owner can claim the id in between
+            // only with its principal's count, which the caller's now holds.
+            return counted === 'owned' ? taskOwners.claim(route, 'mcp_task', id, record, now, ttlMs) : counted;
           }),
         );
         return claims.includes('foreign') ? 'foreign' : claims.includes('full') ? 'full' : 'recorded';

@@ -39,11 +39,13 @@ async function startTaskUpstream(json: boolean): Promise<StatelessMcpUpstream & 
         name,
         {
           description: name,
-          inputSchema: { text: z.string().optional(), hold: z.boolean().optional() },
+          // reuse: answer with a task the upstream holds already (an upstream naming an id twice).
+          inputSchema: { text: z.string().optional(), hold: z.boolean().optional(), reuse: z.string().optional() },
           execution: { taskSupport: 'optional' },
         },
         {
-          createTask: async ({ text, hold }, extra) => {
+          createTask: async ({ text, hold, reuse }, extra) => {
+            if (reuse !== undefined) return { task: (await extra.taskStore.getTask(reuse)) as never };
             const task = await extra.taskStore.createTask({ ttl: 60_000 });
             if (hold !== true)
               await extra.taskStore.storeTaskResult(task.taskId, 'completed', {
@@ -309,6 +311,42 @@ describe('gateway: MCP tasks recorded in a store are bound across instances (tes
     const body = (await res.json()) as { error?: unknown };
     assert.deepEqual(body.error, { code: -32000, message: 'The gateway cannot record more tasks now; try again later.' });
     assert.equal((await requestEvents(a)).at(-1)?.reason, 'mcp_task_registry_full');
+  });
+});
+
+describe('gateway: a task id the answer names that is recorded for another owner costs the caller nothing of mcp.max_tasks_per_principal', () => {
+  let upstream: StatelessMcpUpstream & { readonly store: InMemoryTaskStore };
+  let store: SqliteStore;
+  let gw: TestGateway;
+  const rpc = (t: string, method: string, params: unknown) => post(`${gw.url}/mcp`, t, { method, params });
+
+  before(async () => {
+    upstream = await startTaskUpstream(true);
+    store = SqliteStore.open({ path: ':memory:' });
+    gw = await startToolsGateway([mcpRoute(upstream.url, RULES, { mcp: { max_tasks_per_principal: 1 } })], { taskStore: store });
+  });
+  after(async () => {
+    await gw?.close();
+    await upstream?.close();
+    await store?.close();
+  });
+
+  it('attack: an answer naming a task whose owner-and-tool record is another’s (its principal’s count record gone: a renewal half done) leaves the caller’s count as it was', async () => {
+    // A task of the upstream whose owner-and-tool record is someone else’s, without the record
+    // counting it under a principal (checkMcpTask renewed one of the pair, not the other).
+    const held = await upstream.store.createTask({ ttl: 60_000 }, 1, { method: 'tools/call', params: {} } as never);
+    const now = Math.floor(Date.now() / 1000);
+    await store.claimA2aTask('mcp', 'mcp_task', held.taskId, 'another-principal-and-tool', now + 3600, now);
+    const gail = await token({ sub: 'gail', scope: 'mcp:use echo:use', client_id: 'gail-agent' });
+    const named = await rpc(gail, 'tools/call', { name: 'echo', arguments: { reuse: held.taskId }, task: {} });
+    assert.notEqual(named.status, 200);
+    assert.doesNotMatch(await named.text(), new RegExp(held.taskId));
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'mcp_upstream_task_foreign');
+    // Her cap (1) is still free: the refused answer counted nothing against it.
+    const own = await rpc(gail, 'tools/call', { name: 'echo', arguments: {}, task: {} });
+    assert.equal(own.status, 200, await own.clone().text());
+    const task = ((await own.json()) as { result: { task: { taskId: string } } }).result.task.taskId;
+    assert.equal((await rpc(gail, 'tasks/get', { taskId: task })).status, 200);
   });
 });
 
