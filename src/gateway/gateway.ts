@@ -33,7 +33,7 @@ import { createDpopNonces, DpopWindowHistory } from '../core/verify/dpop.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { INTROSPECTION_RETRY_AFTER, REVOCATION_RETRY_AFTER } from '../core/verify/verifier.ts';
-import { bodyMarkedRefusal } from '../server/body-invalid.ts';
+import { bodyMarkedRefusal, markUnaudited } from '../server/body-invalid.ts';
 import { bodyUnread, closeUnread } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
@@ -1719,7 +1719,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const g = s.gateway;
     const ops = g.operations;
     if (rawPath === ops.health_path || rawPath === ops.ready_path || rawPath === ops.metrics_path) {
-      // Operations requests are not audited decisions.
+      // Operations requests are not audited decisions: a body the listener refuses meanwhile is
+      // counted by the listener (tessera_gateway_parser_refusals_total).
+      markUnaudited(req);
       void serveOps(s, req, res, rawPath);
       return;
     }

@@ -17,7 +17,7 @@ import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, ERROR_CODES } from '../core/errors.ts';
 import { peerAllowed, peerList } from '../core/peers.ts';
 import { addressKey } from '../core/ratelimit.ts';
-import { markBodyRefused, refusedByParser } from '../server/body-invalid.ts';
+import { isAudited, markBodyRefused, refusedByParser } from '../server/body-invalid.ts';
 import { endConnection } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
@@ -374,9 +374,17 @@ export function createListener(
       // audits and counts (request_body_invalid, request_timeout).
       const reading = (socket as { parser?: { incoming?: IncomingMessage | null } | null }).parser?.incoming;
       const holder = reading != null && !reading.complete && answering?.req === reading ? reading : undefined;
-      if (holder !== undefined && status === 400 && refusedByParser(err)) markBodyRefused(holder, 'request_body_invalid');
-      else if (holder !== undefined && status === 408) markBodyRefused(holder, 'request_timeout');
-      else onRefused?.(status);
+      // A request no handler audits (an operations path) is counted here all the same.
+      const reason =
+        holder === undefined
+          ? undefined
+          : status === 400 && refusedByParser(err)
+            ? 'request_body_invalid'
+            : status === 408
+              ? 'request_timeout'
+              : undefined;
+      if (holder !== undefined && reason !== undefined) markBodyRefused(holder, reason);
+      if (holder === undefined || reason === undefined || !isAudited(holder)) onRefused?.(status);
       const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
       endConnection(socket, `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     } else socket.destroy();

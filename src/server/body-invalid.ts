@@ -5,7 +5,8 @@
  * The listener closes the connection, and the request then ends as if its client had hung up. The
  * handler that holds it audits and counts it as `request_body_invalid` (400) or `request_timeout`
  * (408), not as `client_closed` (the client did not leave) nor with the answer it had decided
- * (which reaches no one); the listener does not count it among its own refusals.
+ * (which reaches no one); the listener does not count it among its own refusals, unless no handler
+audits it ({@link markUnaudited}: the operations paths).
  *
  * @module
  */
@@ -15,6 +16,9 @@ import type { IncomingMessage } from 'node:http';
 export type BodyRefusal = 'request_body_invalid' | 'request_timeout';
 
 const refused = new WeakMap<IncomingMessage, BodyRefusal>();
+
+/** Requests no handler audits or counts (the gateway's operations paths). */
+const unaudited = new WeakSet<IncomingMessage>();
 
 /**
  * Whether a parser error (`clientError`'s, or the one a connection was destroyed with) refused
@@ -53,4 +57,18 @@ export function bodyRefusal(req: IncomingMessage): BodyRefusal | undefined {
 /** Why the listener answered `req` itself ({@link markBodyRefused}), if it did. */
 export function bodyMarkedRefusal(req: IncomingMessage): BodyRefusal | undefined {
   return refused.get(req);
+}
+
+/**
+ * Say that the handler holding `req` neither audits nor counts it (`/healthz`, `/readyz`,
+ * `/metrics`): a body the listener refuses while the answer is being made is then counted by the
+ * listener among its own refusals, else it would leave no trace.
+ */
+export function markUnaudited(req: IncomingMessage): void {
+  unaudited.add(req);
+}
+
+/** Whether a handler audits and counts `req` ({@link markUnaudited}). */
+export function isAudited(req: IncomingMessage): boolean {
+  return !unaudited.has(req);
 }

@@ -201,3 +201,40 @@ for (const [setup, limits] of [
     });
   });
 }
+
+describe('tessera serve beside the gateway: a body the listener refuses on an operations path', () => {
+  let s: Served;
+  before(async () => {
+    s = await serve(
+      'ops-body',
+      'gateway:\n  watch_config: false\n  routes:\n    - { id: all, match: { path_prefix: /api }, upstream: { url: "http://127.0.0.1:9" }, auth: none }\n',
+    );
+  });
+  after(async () => {
+    await s?.running.close();
+    if (s) rmSync(s.dir, { recursive: true, force: true });
+  });
+
+  it('attack: a bad chunk on /readyz or /metrics (answered after an await, so the 400 is the listener’s) was neither audited nor counted: now counted as a parser refusal (status 400)', async () => {
+    const scrape = async () => (await fetch(`${s.running.url}/metrics`)).text();
+    const refusals = (text: string) => Number(/^tessera_gateway_parser_refusals_total\{status="400"\} (\d+)$/m.exec(text)?.[1]);
+    const before = refusals(await scrape());
+    for (const path of ['/readyz', '/metrics']) {
+      const r = await new Promise<string>((resolve, reject) => {
+        // The head and a chunk size that is no hex number, in one write: the parser refuses it
+        // while the operations answer is still being made.
+        const socket = connect(Number(new URL(s.running.url).port), '127.0.0.1', () =>
+          socket.write(`GET ${path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n`),
+        );
+        let got = '';
+        socket.on('data', (d) => {
+          got += d;
+        });
+        socket.on('end', () => resolve(got)).on('error', reject);
+        socket.on('close', () => resolve(got));
+      });
+      assert.deepEqual(statuses(r), [400], `${path}: ${r}`);
+    }
+    assert.equal(refusals(await scrape()), before + 2);
+  });
+});
