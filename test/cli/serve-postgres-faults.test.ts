@@ -22,6 +22,42 @@ const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.
 const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
 const reachable = await postgresReachable(url);
 
+/**
+ * `tessera serve` spawned on a new directory (`prefix…`) whose store is PostgreSQL at
+ * `env.DATABASE_URL`, on `schema`, with a signing key and a client `agent` for https://api.test.
+ */
+async function serveOnPostgres(prefix: string, env: NodeJS.ProcessEnv, schema: string) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  writeFileSync(
+    join(dir, 'tessera.yaml'),
+    `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${port} }
+store: { driver: postgres, postgres: { url: "\${DATABASE_URL}", schema: ${schema} } }
+`,
+  );
+  const tessera = async (...args: string[]) =>
+    (await promisify(execFile)(process.execPath, [MAIN, ...args, '-c', join(dir, 'tessera.yaml')], { cwd: dir, env })).stdout;
+  await tessera('keys', 'rotate', '--now');
+  const secret = (
+    JSON.parse(await tessera('clients', 'add', 'agent', '--audiences', 'https://api.test', '--json')) as { client_secret: string }
+  ).client_secret;
+  const server = await spawnListening(process.execPath, [MAIN, 'serve', '-c', join(dir, 'tessera.yaml')], port, env);
+  return { dir, base, secret, server };
+}
+
+/** A form POST to `path` of the server at `base`, as client `agent`, given up after 20 s. */
+function agentForm(base: string, secret: string, path: string, body: Record<string, string>): Promise<Response> {
+  return fetch(`${base}${path}`, {
+    method: 'POST',
+    headers: { authorization: basic('agent', secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(body),
+    signal: AbortSignal.timeout(20_000),
+  });
+}
+
 describe('tessera serve with PostgreSQL black-holed', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
   let dir: string;
   let base: string;
@@ -35,24 +71,7 @@ describe('tessera serve with PostgreSQL black-holed', { skip: reachable ? false 
     const via = new URL(url);
     via.port = String(proxy.port);
     const env = { ...process.env, DATABASE_URL: via.toString(), TESSERA_MASTER_KEY: generateMasterKey().text };
-    dir = mkdtempSync(join(tmpdir(), 'tessera-serve-pg-faults-'));
-    mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    writeFileSync(
-      join(dir, 'tessera.yaml'),
-      `data_dir: .tessera
-server: { host: 127.0.0.1, port: ${port} }
-store: { driver: postgres, postgres: { url: "\${DATABASE_URL}", schema: ${schema} } }
-`,
-    );
-    const tessera = async (...args: string[]) =>
-      (await promisify(execFile)(process.execPath, [MAIN, ...args, '-c', join(dir, 'tessera.yaml')], { cwd: dir, env })).stdout;
-    await tessera('keys', 'rotate', '--now');
-    secret = (
-      JSON.parse(await tessera('clients', 'add', 'agent', '--audiences', 'https://api.test', '--json')) as { client_secret: string }
-    ).client_secret;
-    server = await spawnListening(process.execPath, [MAIN, 'serve', '-c', join(dir, 'tessera.yaml')], port, env);
+    ({ dir, base, secret, server } = await serveOnPostgres('tessera-serve-pg-faults-', env, schema));
   });
   after(async () => {
     proxy?.heal();
@@ -69,13 +88,7 @@ store: { driver: postgres, postgres: { url: "\${DATABASE_URL}", schema: ${schema
     const res = await fetch(`${base}/readyz`);
     return { status: res.status, body: (await res.json()) as { checks?: { name: string; ok: boolean }[] } };
   };
-  const form = (path: string, body: Record<string, string>) =>
-    fetch(`${base}${path}`, {
-      method: 'POST',
-      headers: { authorization: basic('agent', secret), 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams(body),
-      signal: AbortSignal.timeout(20_000),
-    });
+  const form = (path: string, body: Record<string, string>) => agentForm(base, secret, path, body);
   const tokenRequest = () => form('/oauth2/token', { grant_type: 'client_credentials' });
 
   it('attack: every connection to PostgreSQL black-holed (no RST, no FIN; new ones too): /readyz answers 503 naming the store within its check timeout, introspection (which reads the store) 503 temporarily_unavailable within the store’s bounds while a cached client_credentials grant is still served, and both recover once the network does', async () => {
@@ -128,24 +141,7 @@ describe('tessera serve on PostgreSQL whose pooled connections are terminated wh
     password = decodeURIComponent(withPassword.password);
     withPassword.searchParams.set('application_name', app);
     const env = { ...process.env, DATABASE_URL: withPassword.toString(), TESSERA_MASTER_KEY: generateMasterKey().text };
-    dir = mkdtempSync(join(tmpdir(), 'tessera-serve-pg-idle-'));
-    mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    writeFileSync(
-      join(dir, 'tessera.yaml'),
-      `data_dir: .tessera
-server: { host: 127.0.0.1, port: ${port} }
-store: { driver: postgres, postgres: { url: "\${DATABASE_URL}", schema: ${idleSchema} } }
-`,
-    );
-    const tessera = async (...args: string[]) =>
-      (await promisify(execFile)(process.execPath, [MAIN, ...args, '-c', join(dir, 'tessera.yaml')], { cwd: dir, env })).stdout;
-    await tessera('keys', 'rotate', '--now');
-    secret = (
-      JSON.parse(await tessera('clients', 'add', 'agent', '--audiences', 'https://api.test', '--json')) as { client_secret: string }
-    ).client_secret;
-    server = await spawnListening(process.execPath, [MAIN, 'serve', '-c', join(dir, 'tessera.yaml')], port, env);
+    ({ dir, base, secret, server } = await serveOnPostgres('tessera-serve-pg-idle-', env, idleSchema));
   });
   after(async () => {
     await server?.stop();
@@ -156,13 +152,7 @@ store: { driver: postgres, postgres: { url: "\${DATABASE_URL}", schema: ${idleSc
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const form = (path: string, body: Record<string, string>) =>
-    fetch(`${base}${path}`, {
-      method: 'POST',
-      headers: { authorization: basic('agent', secret), 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams(body),
-      signal: AbortSignal.timeout(20_000),
-    });
+  const form = (path: string, body: Record<string, string>) => agentForm(base, secret, path, body);
 
   it('attack: introspection right after it answers 200, never 503, and the lost connections are logged by their code, never with the URL’s password', async () => {
     const issued = await form('/oauth2/token', { grant_type: 'client_credentials' });

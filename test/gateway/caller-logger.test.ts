@@ -5,13 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import {
   AUDIENCE,
   baseConfig,
   capturedLog,
-  ISSUER,
+  issuersAt,
   key,
   startGateway,
   startUpstream,
@@ -47,14 +46,7 @@ describe('gateway with the caller’s own logger', () => {
     gw = await startGateway(
       {
         ...baseConfig(),
-        issuers: [
-          {
-            issuer: ISSUER,
-            audiences: [AUDIENCE],
-            algorithms: ['ES256'],
-            jwks_uri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
-          },
-        ],
+        issuers: issuersAt(jwks),
         gateway: {
           routes: [
             { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', audience: AUDIENCE, rules: [{}] },

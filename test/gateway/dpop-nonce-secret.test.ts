@@ -39,17 +39,20 @@ const PUBLIC = 'https://api.example';
 const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
 
-/** A proof for `${PUBLIC}/items`, bound to `accessToken`, naming `nonce` when given. */
-function proof(accessToken: string, nonce?: string): Promise<string> {
+/**
+ * A proof for `${PUBLIC}${path}` (default /items), bound to `accessToken`, naming `nonce` when
+ * given, issued at `iat` (seconds; default now).
+ */
+function proof(accessToken: string, nonce?: string, { path = '/items', iat }: { path?: string; iat?: number } = {}): Promise<string> {
   return new SignJWT({
     htm: 'GET',
-    htu: `${PUBLIC}/items`,
+    htu: `${PUBLIC}${path}`,
     jti: randomUUID(),
     ath: createHash('sha256').update(accessToken).digest('base64url'),
     ...(nonce !== undefined ? { nonce } : {}),
   })
     .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
-    .setIssuedAt()
+    .setIssuedAt(iat)
     .sign(holder.privateKey);
 }
 
@@ -294,16 +297,7 @@ describe('gateway: a fresh DPoP-Nonce on allowed responses (RFC 9449 §9)', () =
     fetch(`${gw.url}/items`, {
       headers: {
         authorization: `DPoP ${bound}`,
-        dpop: await new SignJWT({
-          htm: 'GET',
-          htu: `${PUBLIC}/items`,
-          jti: randomUUID(),
-          ath: createHash('sha256').update(bound).digest('base64url'),
-          ...(nonce !== undefined ? { nonce } : {}),
-        })
-          .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
-          .setIssuedAt(Math.floor(nowMs / 1000))
-          .sign(holder.privateKey),
+        dpop: await proof(bound, nonce, { path: '/items', iat: Math.floor(nowMs / 1000) }),
       },
     });
 
@@ -376,16 +370,7 @@ describe('gateway: a fresh DPoP-Nonce on a WebSocket 101 (RFC 9449 §9)', () => 
     const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws`, {
       headers: {
         authorization: `DPoP ${bound}`,
-        dpop: await new SignJWT({
-          htm: 'GET',
-          htu: `${PUBLIC}/ws`,
-          jti: randomUUID(),
-          ath: createHash('sha256').update(bound).digest('base64url'),
-          ...(nonce !== undefined ? { nonce } : {}),
-        })
-          .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
-          .setIssuedAt(Math.floor(nowMs / 1000))
-          .sign(holder.privateKey),
+        dpop: await proof(bound, nonce, { path: '/ws', iat: Math.floor(nowMs / 1000) }),
       },
     });
     return new Promise<{ status: number; nonce: string | undefined; echo?: string }>((resolve, reject) => {

@@ -87,6 +87,18 @@ export function baseConfig(): TesseraConfigInput {
   };
 }
 
+/** baseConfig’s issuer with its keys served by `jwks` (listening on loopback, at /jwks.json) instead of inline. */
+export function issuersAt(jwks: Server): TesseraConfigInput['issuers'] {
+  return [
+    {
+      issuer: ISSUER,
+      audiences: [AUDIENCE],
+      algorithms: ['ES256'],
+      jwks_uri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
+    },
+  ];
+}
+
 type RouteInput = NonNullable<TesseraConfigInput['gateway']>['routes'][number];
 
 /** An MCP route `mcp` on `/mcp` in front of `upstream`, JWT-authenticated for AUDIENCE; `extra` adds or replaces settings. */

@@ -5,11 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer } from 'node:http';
-import { type AddressInfo, connect, createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { describe, it } from 'node:test';
 import { statusLabel } from '../../src/gateway/metrics.ts';
 import { rawHttp, until } from '../helpers/net.ts';
-import { AUDIENCE, baseConfig, ISSUER, key, mcpRoute, startGateway, startUpstream, token } from './helpers.ts';
+import { AUDIENCE, baseConfig, issuersAt, key, mcpRoute, startGateway, startUpstream, type TestGateway, token } from './helpers.ts';
 
 /** The series of a scrape: every sample line, value dropped. */
 function seriesOf(text: string): string[] {
@@ -18,6 +18,31 @@ function seriesOf(text: string): string[] {
     .filter((l) => l !== '' && !l.startsWith('#'))
     .map((l) => l.slice(0, l.lastIndexOf(' ')))
     .sort();
+}
+
+/** The value of `series` in a scrape, 0 when it is not there. */
+function sample(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
+
+/**
+ * Requests `${prefix}1` (route api) and `${prefix}2` (route public), whose bodies the listener
+ * refused with `status`, are each one deny `reason` event, counted once in requests_total, never as
+ * a parser refusal, and neither as allow status 0 on public: the scrape, for more checks.
+ */
+async function assertBodiesRefused(gw: TestGateway, prefix: string, status: number, reason: string): Promise<string> {
+  const events = gw.audit.events.filter((e) => e.request_id?.startsWith(prefix));
+  assert.deepEqual(events.map((e) => [e.request_id, e.route, e.decision, e.reason]).sort(), [
+    [`${prefix}1`, 'api', 'deny', reason],
+    [`${prefix}2`, 'public', 'deny', reason],
+  ]);
+  const text = await (await fetch(`${gw.url}/metrics`)).text();
+  assert.equal(sample(text, `tessera_gateway_requests_total{route="api",decision="deny",status="${status}"}`), 1, text);
+  assert.equal(sample(text, `tessera_gateway_requests_total{route="public",decision="deny",status="${status}"}`), 1);
+  assert.equal(sample(text, 'tessera_gateway_requests_total{route="public",decision="allow",status="0"}'), 0);
+  assert.equal(sample(text, `tessera_gateway_parser_refusals_total{status="${status}"}`), 0);
+  return text;
 }
 
 describe('gateway metrics: label cardinality', () => {
@@ -207,14 +232,7 @@ describe('gateway metrics: label cardinality', () => {
     await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
     const gw = await startGateway({
       ...baseConfig(),
-      issuers: [
-        {
-          issuer: ISSUER,
-          audiences: [AUDIENCE],
-          algorithms: ['ES256'],
-          jwks_uri: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
-        },
-      ],
+      issuers: issuersAt(jwks),
       gateway: {
         routes: [
           { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', audience: AUDIENCE, rules: [{}] },
@@ -222,11 +240,6 @@ describe('gateway metrics: label cardinality', () => {
         ],
       },
     });
-    const scrape = async () => (await fetch(`${gw.url}/metrics`)).text();
-    const sample = (text: string, series: string) => {
-      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-      return line === undefined ? 0 : Number(line.slice(series.length + 1));
-    };
     try {
       const other = await token({ aud: 'https://other.example' });
       const head = (path: string, rid: string, auth = '') =>
@@ -249,17 +262,8 @@ describe('gateway metrics: label cardinality', () => {
       // The late keys arrive, and the token is refused (401) for the first, answered to no one.
       await new Promise((resolve) => setTimeout(resolve, 600));
       await gw.served.gateway.audit.flush();
-      const events = gw.audit.events.filter((e) => e.request_id?.startsWith('bad-chunk-'));
-      assert.deepEqual(events.map((e) => [e.request_id, e.route, e.decision, e.reason]).sort(), [
-        ['bad-chunk-1', 'api', 'deny', 'request_body_invalid'],
-        ['bad-chunk-2', 'public', 'deny', 'request_body_invalid'],
-      ]);
-      const text = await scrape();
-      assert.equal(sample(text, 'tessera_gateway_requests_total{route="api",decision="deny",status="400"}'), 1, text);
+      const text = await assertBodiesRefused(gw, 'bad-chunk-', 400, 'request_body_invalid');
       assert.equal(sample(text, 'tessera_gateway_requests_total{route="api",decision="deny",status="401"}'), 0);
-      assert.equal(sample(text, 'tessera_gateway_requests_total{route="public",decision="deny",status="400"}'), 1);
-      assert.equal(sample(text, 'tessera_gateway_requests_total{route="public",decision="allow",status="0"}'), 0);
-      assert.equal(sample(text, 'tessera_gateway_parser_refusals_total{status="400"}'), 0);
     } finally {
       await gw.close();
       await upstream.close();
@@ -279,11 +283,6 @@ describe('gateway metrics: label cardinality', () => {
         ],
       },
     });
-    const scrape = async () => (await fetch(`${gw.url}/metrics`)).text();
-    const sample = (text: string, series: string) => {
-      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-      return line === undefined ? 0 : Number(line.slice(series.length + 1));
-    };
     // The head and 5 of the 100 bytes it announces, then nothing: the listener's 408 ends it.
     const stall = (head: string) =>
       new Promise<string>((resolve, reject) => {
@@ -306,17 +305,8 @@ describe('gateway metrics: label cardinality', () => {
         await gw.served.gateway.audit.flush();
         return gw.audit.events.filter((e) => e.request_id?.startsWith('slow-body-')).length === 2;
       });
-      const events = gw.audit.events.filter((e) => e.request_id?.startsWith('slow-body-'));
-      assert.deepEqual(events.map((e) => [e.request_id, e.route, e.decision, e.reason]).sort(), [
-        ['slow-body-1', 'api', 'deny', 'request_timeout'],
-        ['slow-body-2', 'public', 'deny', 'request_timeout'],
-      ]);
-      const text = await scrape();
-      assert.equal(sample(text, 'tessera_gateway_requests_total{route="api",decision="deny",status="408"}'), 1, text);
-      assert.equal(sample(text, 'tessera_gateway_requests_total{route="public",decision="deny",status="408"}'), 1);
+      const text = await assertBodiesRefused(gw, 'slow-body-', 408, 'request_timeout');
       assert.equal(sample(text, 'tessera_gateway_requests_total{route="api",decision="allow",status="0"}'), 0);
-      assert.equal(sample(text, 'tessera_gateway_requests_total{route="public",decision="allow",status="0"}'), 0);
-      assert.equal(sample(text, 'tessera_gateway_parser_refusals_total{status="408"}'), 0);
     } finally {
       await gw.close();
       await upstream.close();

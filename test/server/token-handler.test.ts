@@ -3,7 +3,7 @@
  * RFC 8414 metadata listing exactly what is supported, and the JWKS with the right headers.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
+import { createServer, type ServerOptions } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
@@ -224,22 +224,45 @@ describe('request ids', () => {
   });
 });
 
+/**
+ * The token handler under a server of the embedder’s own (`options` its Node settings) on a
+ * loopback port: what the handler reports to onError, and each request’s close (100 ms after).
+ */
+async function embedderServer(options: ServerOptions = {}) {
+  const errors: unknown[] = [];
+  const tokens = createTokenServiceHandler(issuer.service, { onError: (e) => errors.push(e) });
+  const closed: Promise<void>[] = [];
+  const server = createServer(options, (req, res) => {
+    closed.push(new Promise((resolve) => req.on('close', () => setTimeout(resolve, 100))));
+    if (!tokens(req, res)) res.end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port, errors, closed };
+}
+
+/** An access token for the admin API, of a new client `id` with scope tessera:admin. */
+async function adminToken(id: string): Promise<{ access_token: string }> {
+  const ops = await issuer.addClient({ id, scopes: ['tessera:admin'], audiences: [issuer.url] });
+  return (await (
+    await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(ops.id, ops.secret) })
+  ).json()) as { access_token: string };
+}
+
+/** The audit trail of request `id` is one `kind` event, denied for `reason`. */
+async function assertDenied(id: string, kind: string, reason: string): Promise<void> {
+  const trail = await issuer.store.queryAudit({ request_id: id, limit: 10 });
+  assert.deepEqual(
+    trail.map((e) => [e.kind, e.decision, e.reason]),
+    [[kind, 'deny', reason]],
+    id,
+  );
+}
+
 describe('a client hanging up while it sends the body', () => {
   it('attack: half a body, then the connection closed (or cut by request_timeout), at the token endpoint and the admin API: not reported to onError as a server failure (serve logs each one at level error, so any client could flood the error log), admin.action records client_closed, not server_error', async () => {
-    const errors: unknown[] = [];
-    const tokens = createTokenServiceHandler(issuer.service, { onError: (e) => errors.push(e) });
-    const closed: Promise<void>[] = [];
-    const server = createServer((req, res) => {
-      closed.push(new Promise((resolve) => req.on('close', () => setTimeout(resolve, 100))));
-      if (!tokens(req, res)) res.end();
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as AddressInfo).port;
+    const { server, port, errors, closed } = await embedderServer();
     const c = await issuer.addClient({ id: 'hang-up-probe', scopes: ['api:read'] });
-    const ops = await issuer.addClient({ id: 'hang-up-ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
-    const admin = (await (
-      await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(ops.id, ops.secret) })
-    ).json()) as { access_token: string };
+    const admin = await adminToken('hang-up-ops');
     const hangUp = (path: string, authorization: string, type: string, requestId: string) =>
       new Promise<void>((resolve, reject) => {
         const s = connect(port, '127.0.0.1', () => {
@@ -273,12 +296,7 @@ describe('a client hanging up while it sends the body', () => {
         ['hang-up-token', 'token.denied'],
         ['hang-up-revoke', 'revocation.denied'],
       ] as const) {
-        const trail = await issuer.store.queryAudit({ request_id: id, limit: 10 });
-        assert.deepEqual(
-          trail.map((e) => [e.kind, e.decision, e.reason]),
-          [[kind, 'deny', 'client_closed']],
-          id,
-        );
+        await assertDenied(id, kind, 'client_closed');
       }
     } finally {
       server.closeAllConnections();
@@ -289,20 +307,9 @@ describe('a client hanging up while it sends the body', () => {
 
 describe('a body the HTTP parser refuses', () => {
   it('attack: a chunk that is no chunk, under a server of the embedder’s own (Node answers 400 itself): audited request_body_invalid at the token endpoint and the admin API, not client_closed (the client did not hang up), and not reported to onError', async () => {
-    const errors: unknown[] = [];
-    const tokens = createTokenServiceHandler(issuer.service, { onError: (e) => errors.push(e) });
-    const closed: Promise<void>[] = [];
-    const server = createServer((req, res) => {
-      closed.push(new Promise((resolve) => req.on('close', () => setTimeout(resolve, 100))));
-      if (!tokens(req, res)) res.end();
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as AddressInfo).port;
+    const { server, port, errors, closed } = await embedderServer();
     const c = await issuer.addClient({ id: 'bad-chunk-probe', scopes: ['api:read'] });
-    const ops = await issuer.addClient({ id: 'bad-chunk-ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
-    const admin = (await (
-      await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(ops.id, ops.secret) })
-    ).json()) as { access_token: string };
+    const admin = await adminToken('bad-chunk-ops');
     const badChunk = (path: string, authorization: string, type: string, requestId: string) =>
       new Promise<string>((resolve, reject) => {
         let got = '';
@@ -333,12 +340,7 @@ describe('a body the HTTP parser refuses', () => {
         ['bad-chunk-token', 'token.denied'],
         ['bad-chunk-admin', 'admin.action'],
       ] as const) {
-        const trail = await issuer.store.queryAudit({ request_id: id, limit: 10 });
-        assert.deepEqual(
-          trail.map((e) => [e.kind, e.decision, e.reason]),
-          [[kind, 'deny', 'request_body_invalid']],
-          id,
-        );
+        await assertDenied(id, kind, 'request_body_invalid');
       }
     } finally {
       server.closeAllConnections();
@@ -349,19 +351,16 @@ describe('a body the HTTP parser refuses', () => {
 
 describe('a body still arriving at the server’s request timeout', () => {
   it('attack: slow body: a head with Content-Length, then nothing, under a server of the embedder’s own (Node answers 408 itself): audited request_timeout, not client_closed (the client did not hang up), and not reported to onError', async () => {
-    const errors: unknown[] = [];
-    const tokens = createTokenServiceHandler(issuer.service, { onError: (e) => errors.push(e) });
-    const closed: Promise<void>[] = [];
-    const server = createServer({ requestTimeout: 1000, headersTimeout: 1000, connectionsCheckingInterval: 200 }, (req, res) => {
-      closed.push(new Promise((resolve) => req.on('close', () => setTimeout(resolve, 100))));
-      if (!tokens(req, res)) res.end();
+    const { server, port, errors, closed } = await embedderServer({
+      requestTimeout: 1000,
+      headersTimeout: 1000,
+      connectionsCheckingInterval: 200,
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const c = await issuer.addClient({ id: 'slow-body-probe', scopes: ['api:read'] });
     try {
       const answer = await new Promise<string>((resolve, reject) => {
         let got = '';
-        const s = connect((server.address() as AddressInfo).port, '127.0.0.1', () => {
+        const s = connect(port, '127.0.0.1', () => {
           s.write(
             `POST /oauth2/token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${basic(c.id, c.secret)}\r\n` +
               'Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\nX-Request-Id: slow-body-token\r\n\r\ngrant_type=',
@@ -376,11 +375,7 @@ describe('a body still arriving at the server’s request timeout', () => {
       await Promise.all(closed);
       assert.deepEqual(errors, []);
       await issuer.service.audit.flush();
-      const trail = await issuer.store.queryAudit({ request_id: 'slow-body-token', limit: 10 });
-      assert.deepEqual(
-        trail.map((e) => [e.kind, e.decision, e.reason]),
-        [['token.denied', 'deny', 'request_timeout']],
-      );
+      await assertDenied('slow-body-token', 'token.denied', 'request_timeout');
     } finally {
       server.closeAllConnections();
       server.close();
