@@ -96,7 +96,7 @@ import { type OpenedSession, openEventId, openSession, randomSessionKey, signEve
 import { type McpListTasks, openCursor, openListCursor, sealCursor, TaskListForwardHandler } from './mcp/task-list.ts';
 import { MAX_TASK_ID, namesTask, type RecordTasks, recordedOwner, TaskCreateForwardHandler, taskRecordOwner } from './mcp/tasks.ts';
 import { TOOLS_LIST_ERROR_MESSAGE, ToolsListInvalid } from './mcp/tools-list.ts';
-import { type ConnectionRefusal, GatewayMetrics, NO_ROUTE, type ParserRefusal } from './metrics.ts';
+import { type ConnectionRefusal, GatewayMetrics, NO_ROUTE, type ParserRefusal, type SendTimeoutKind } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, nginxStatus, renderDeny } from './pipeline/errors/error-handler.ts';
@@ -105,6 +105,7 @@ import type { GatewayRequest } from './pipeline/request.ts';
 import { afterAuthn, authenticate, type Decision, decide, forgetRejectedCredential, rateLimit } from './pipeline/run.ts';
 import {
   BodyTooLarge,
+  callerClosed,
   type ForwardCallbacks,
   type ForwardHandle,
   forward,
@@ -438,6 +439,11 @@ export interface Gateway {
    * `tessera_gateway_connections_refused_total{reason}`, as `serveGateway` does.
    */
   readonly refusedConnection: (reason: ConnectionRefusal) => void;
+  /**
+   * Count a connection the HTTP server destroyed because its client took none of its pending
+   * output for `limits.send_timeout`, in `tessera_gateway_send_timeouts_total{kind}`, as `serveGateway` does.
+   */
+  readonly sendTimedOut: (kind: SendTimeoutKind) => void;
 }
 
 /** pino's levels, as `TESSERA_LOG_LEVEL` may name them. */
@@ -2037,7 +2043,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
 
     onClientClose(): void {
-      if (!this.x.done && !this.res.writableFinished) this.handler?.abort(new StreamClosed('client_closed'));
+      if (!this.x.done && !this.res.writableFinished) this.handler?.abort(new StreamClosed(callerClosed(this.res)));
     }
 
     close(reason: StreamCloseReason): void {
@@ -2291,5 +2297,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     },
     refusedByParser: (status) => metrics.refusedByParser(status),
     refusedConnection: (reason) => metrics.refusedConnection(reason),
+    sendTimedOut: (kind) => metrics.sendTimedOut(kind),
   };
 }

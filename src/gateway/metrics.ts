@@ -11,7 +11,9 @@
  *
  * @module
  */
+
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { SendTimeoutKind } from '../server/send-timeout.ts';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
@@ -109,6 +111,8 @@ export type ParserRefusal = 400 | 408 | 417 | 431 | 501;
  */
 export type ConnectionRefusal = 'per_address' | 'max_connections';
 
+export type { SendTimeoutKind };
+
 /** The route label of a request that matched no route: always kept. */
 export const NO_ROUTE = '(none)';
 
@@ -127,6 +131,7 @@ export class GatewayMetrics {
   readonly #reloads = { ok: 0, refused: 0 };
   readonly #refused: Record<ParserRefusal, number> = { 400: 0, 408: 0, 417: 0, 431: 0, 501: 0 };
   readonly #connectionsRefused: Record<ConnectionRefusal, number> = { per_address: 0, max_connections: 0 };
+  readonly #sendTimeouts: Record<SendTimeoutKind, number> = { http: 0, websocket: 0 };
   readonly #latency: RouteHistogram;
   /** Verifier counters of verifiers replaced by a reload, so totals never go down. */
   #retiredCache = { hits: 0, misses: 0 };
@@ -142,6 +147,7 @@ export class GatewayMetrics {
     const reloads = this.#reloads;
     const refused = this.#refused;
     const connectionsRefused = this.#connectionsRefused;
+    const sendTimeouts = this.#sendTimeouts;
     const self = this;
     new Counter({
       name: 'tessera_gateway_requests_total',
@@ -283,11 +289,26 @@ export class GatewayMetrics {
         for (const [reason, n] of Object.entries(connectionsRefused)) this.inc({ reason }, n);
       },
     });
+    new Counter({
+      name: 'tessera_gateway_send_timeouts_total',
+      help: 'Connections destroyed because their client took no byte of their pending output for limits.send_timeout: http (an answer or stream being written), websocket.',
+      labelNames: ['kind'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [kind, n] of Object.entries(sendTimeouts)) this.inc({ kind }, n);
+      },
+    });
   }
 
   /** A connection closed unanswered as it was accepted ({@link ConnectionRefusal}). */
   refusedConnection(reason: ConnectionRefusal): void {
     this.#connectionsRefused[reason]++;
+  }
+
+  /** A connection cut by `limits.send_timeout` ({@link SendTimeoutKind}). */
+  sendTimedOut(kind: SendTimeoutKind): void {
+    this.#sendTimeouts[kind]++;
   }
 
   /** A request refused before it reached the gateway ({@link ParserRefusal}). */

@@ -21,6 +21,7 @@ import { isAudited, markBodyRefused, refusedByParser } from '../server/body-inva
 import { endConnection } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
+import { markUpgraded, type SendLimit, type SendTimeoutKind, watchSends } from '../server/send-timeout.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
 import type { ConnectionRefusal, ParserRefusal } from './metrics.ts';
@@ -148,12 +149,17 @@ interface AddressLimit {
 
 const addressLimits = new WeakMap<Server, AddressLimit>();
 
+/** The send timeout of a listener, changed in place by {@link applyLimits}. */
+const sendLimits = new WeakMap<Server, SendLimit>();
+
 function applyLimits(server: Server, limits: ListenerLimits | undefined, exempt?: BlockList): void {
   if (!limits) return;
   server.maxConnections = limits.max_connections;
   server.headersTimeout = limits.headers_timeout * 1000;
   server.requestTimeout = limits.request_timeout * 1000;
   server.keepAliveTimeout = limits.keep_alive_timeout * 1000;
+  const send = sendLimits.get(server);
+  if (send !== undefined) send.ms = limits.send_timeout * 1000;
   const perAddress = addressLimits.get(server);
   if (perAddress !== undefined) {
     perAddress.max = limits.max_connections_per_address;
@@ -170,6 +176,8 @@ export interface ConnectionRefusals {
   readonly at: 'gateway.limits' | 'token_service.limits';
   readonly warn: (fields: Record<string, unknown>, message: string) => void;
   readonly count?: (reason: ConnectionRefusal) => void;
+  /** Count each connection cut by `send_timeout` (the gateway's `tessera_gateway_send_timeouts_total`). */
+  readonly sendTimedOut?: (kind: SendTimeoutKind) => void;
 }
 
 /**
@@ -418,6 +426,7 @@ export function createListener(
         } else {
           // The last answer ahead set the keep-alive timeout; an upgrade on an idle connection has none.
           if (waited) (socket as Socket).setTimeout(server.timeout);
+          markUpgraded(socket);
           onUpgrade(req, socket, head);
         }
       };
@@ -425,6 +434,10 @@ export function createListener(
     });
   }
   limitPerAddress(server, reportRefusals(server, refusals));
+  // A client that stops reading what is written to it (send_timeout); applyLimits sets the value.
+  const send: SendLimit = { ms: 0 };
+  sendLimits.set(server, send);
+  watchSends(server, send, refusals?.sendTimedOut);
   applyLimits(server, limits, proxies);
   return server;
 }
@@ -517,6 +530,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     at: 'gateway.limits',
     warn: (fields, message) => gateway.logger.warn(fields, message),
     count: gateway.refusedConnection,
+    sendTimedOut: gateway.sendTimedOut,
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -221,6 +221,7 @@ describe('listener limits: configuration', () => {
       headers_timeout: 20,
       request_timeout: 300,
       keep_alive_timeout: 5,
+      send_timeout: 60,
     });
     const { max_body_size: _, ...listener } = gw ?? { max_body_size: 0 };
     assert.deepEqual(listener, alone);

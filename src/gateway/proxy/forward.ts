@@ -11,6 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { ErrorCode } from '../../core/errors.ts';
+import { cutBySendTimeout } from '../../server/send-timeout.ts';
 import { callerResponseHeaders } from '../http/headers.ts';
 
 /**
@@ -39,6 +40,14 @@ export function plainEncoding(encoding: string | null | undefined): boolean {
 /** Thrown into the upload when the request body passes the route's limit. */
 export class BodyTooLarge extends Error {
   override readonly name = 'BodyTooLarge';
+}
+
+/**
+ * Why `res`'s connection closed under it: `send_timeout` when the listener cut it (its client took
+ * none of its pending output for `limits.send_timeout`), else `client_closed`.
+ */
+export function callerClosed(res: ServerResponse): 'send_timeout' | 'client_closed' {
+  return cutBySendTimeout(res) ? 'send_timeout' : 'client_closed';
 }
 
 /** Used to abort the upstream exchange when the gateway ends a stream (revocation, expiry, shutdown). */
@@ -274,13 +283,13 @@ export class ForwardHandler {
     // caller that went away never drains, so give the upstream exchange up then, or it would hold
     // its pooled connection (and its audit event) until shutdown.
     if (res.destroyed) {
-      this.abort(new StreamClosed('client_closed'));
+      this.abort(new StreamClosed(callerClosed(res)));
       return false;
     }
     res.once('drain', this.#resume as () => void);
     if (!this.#watching) {
       this.#watching = true;
-      res.once('close', () => this.abort(new StreamClosed('client_closed')));
+      res.once('close', () => this.abort(new StreamClosed(callerClosed(res))));
     }
     return false;
   }
