@@ -36,7 +36,7 @@ export const listenerLimitFields = {
     TIMER_MAX,
   ).prefault('5s'),
   send_timeout: duration(
-    'Time a connection may have output pending with not one byte of it taken by the client (0: none), as nginx’s `send_timeout`: a client that stops reading a large answer, an event stream or a WebSocket is cut then, its connection destroyed, and under a gateway its upstream request aborted (its pooled connection freed). A client that reads, however slowly, is never cut: each byte it takes starts the time again. The request’s audit event keeps its decision and reason with `detail.closed: send_timeout` (a WebSocket has no event at its end); cuts are counted in `tessera_gateway_send_timeouts_total{kind}` (`http`, `websocket`). Checked every second.',
+    'Time a connection may have output pending with not one byte of it taken by the client (0: none), as nginx’s `send_timeout`: a client that stops reading a large answer, an event stream or a WebSocket is cut then, its connection destroyed, and under a gateway its upstream request aborted (its pooled connection freed). A client that reads, however slowly, is never cut: each byte it takes starts the time again. The request’s audit event keeps its decision and reason with `detail.closed: send_timeout` (a WebSocket has no event at its end); cuts are counted in `tessera_gateway_send_timeouts_total{kind}` (`http`, `websocket`). Checked every second. A reload (under a gateway) applies a new value at once, to the connections already open as to new ones: one stalled before the reload is cut once the new value passes from the first check after it.',
     TIMER_MAX,
   ).prefault('60s'),
 };

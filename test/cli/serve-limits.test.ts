@@ -211,6 +211,20 @@ describe('listener limits: configuration', () => {
     );
   });
 
+  // The token service’s answers (tokens, metadata, JWKS, introspection) are a few KiB at most: none
+  // can fill a loopback socket’s buffers, so the setting is tested for being read and checked there.
+  it('token_service.limits.send_timeout is accepted (a duration, 0: none) and a bad value refused at its exact path', () => {
+    assert.equal(parse({ token_service: { limits: { send_timeout: '1s' } } }).token_service?.limits?.send_timeout, 1);
+    assert.equal(parse({ token_service: { limits: { send_timeout: 0 } } }).token_service?.limits?.send_timeout, 0);
+    for (const bad of ['soon', '-1s', -1]) {
+      assert.deepEqual(
+        issuesOf(() => parse({ token_service: { limits: { send_timeout: bad } } })).map((i) => i.path),
+        ['token_service.limits.send_timeout'],
+        String(bad),
+      );
+    }
+  });
+
   it('defaults: the token service alone and the gateway have the same listener limits', () => {
     const alone = parse({ token_service: { limits: {} } }).token_service?.limits;
     const gw = parse({ gateway: { routes: [{ id: 'a', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' }] } }).gateway?.limits;
