@@ -75,9 +75,9 @@ export interface Revocation {
  * revocations.apply({ grantIds: ['g_123', 'g_124'] }); // next request with those tokens fails
  * ```
  */
-/** Whether `check` revokes the token `p` stands for (static tokens are never revoked this way). */
-export function principalRevoked(check: RevocationCheck, p: Principal): boolean {
-  return check.isRevoked({
+/** What a revocation check is told of the token `p` stands for. */
+function revocationSubject(p: Principal): RevocationSubject {
+  return {
     issuer: p.issuer,
     subject: p.subject,
     clientId: p.clientId,
@@ -85,7 +85,7 @@ export function principalRevoked(check: RevocationCheck, p: Principal): boolean 
     tokenId: p.tokenId,
     issuedAt: p.issuedAt,
     expiresAt: p.expiresAt,
-  });
+  };
 }
 
 /** A thrown value's class as a warning may name it (`SyntaxError`, `a string`), never its message. */
@@ -109,32 +109,25 @@ function classOf(thrown: unknown): string {
  * closes a stream with it): an application's check may be any function.
  */
 export function revocationAnswer(check: RevocationCheck, p: Principal): boolean | 'stale' | { readonly unanswered: string } {
+  const token = revocationSubject(p);
   let answer: unknown;
   try {
-    answer = principalRevoked(check, p);
+    answer = check.isRevoked(token);
   } catch (thrown) {
     return { unanswered: `threw ${classOf(thrown)}` };
   }
   // Revoked as far as the check knows stays revoked, stale or not (401, not a 503 to retry).
-  if (answer === false) return staleAnswer(check, p);
+  if (answer === false) return staleAnswer(check, token);
   return settled(answer);
 }
 
-/** `check.isStale` of `p`'s token: `'stale'`, `false`, or no answer as {@link revocationAnswer} says. */
-function staleAnswer(check: RevocationCheck, p: Principal): false | 'stale' | { readonly unanswered: string } {
+/** `check.isStale` of `token`: `'stale'`, `false`, or no answer as {@link revocationAnswer} says. */
+function staleAnswer(check: RevocationCheck, token: RevocationSubject): false | 'stale' | { readonly unanswered: string } {
   let answer: unknown;
   try {
     const isStale = check.isStale;
     if (isStale === undefined) return false;
-    answer = isStale.call(check, {
-      issuer: p.issuer,
-      subject: p.subject,
-      clientId: p.clientId,
-      delegationId: p.delegationId,
-      tokenId: p.tokenId,
-      issuedAt: p.issuedAt,
-      expiresAt: p.expiresAt,
-    });
+    answer = isStale.call(check, token);
   } catch (thrown) {
     return { unanswered: `isStale threw ${classOf(thrown)}` };
   }
