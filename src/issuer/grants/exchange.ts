@@ -222,6 +222,8 @@ export async function exchange(
   // RFC 8693 §2.1: actor_token_type is required with actor_token and must not appear without it.
   if ((actorToken === undefined) !== (actorType === undefined)) throw new OAuthError('request_parameter_invalid');
   let actor: Actor = { issuer: ctx.issuer, subject: client.id, grantId: null, jti: null, exp: Number.POSITIVE_INFINITY };
+  // The key a sender-constrained subject or actor token is bound to (this request proved it).
+  let boundTo = subject.jkt;
   if (actorToken !== undefined) {
     const actorParty = await party(ctx, actorToken, actorType as string, 'actor', client.id);
     // The actor token must be the authenticated client's own (its client_id; a client-credentials
@@ -250,6 +252,7 @@ export async function exchange(
     }
     // A sender-constrained actor token needs this request's DPoP proof of its key (RFC 9449 §1).
     if (actorParty.jkt !== undefined && actorParty.jkt !== jkt) throw new OAuthError('actor_token_proof_required');
+    boundTo ??= actorParty.jkt;
     actor = actorParty;
   }
   const requested = parseScope(param(p, 'scope'));
@@ -268,6 +271,7 @@ export async function exchange(
     kind: 'token_exchange',
     refresh: client.grantTypes.has('refresh_token'),
     jkt,
+    refreshJkt: boundTo,
     ...(req.requestId !== undefined ? { requestId: req.requestId } : {}),
   });
   return {
@@ -300,6 +304,12 @@ async function delegate(
     readonly kind: GrantKind;
     readonly refresh: boolean;
     readonly jkt?: string | undefined;
+    /**
+     * The key the refresh token is bound to (RFC 9449 §5): that of a sender-constrained subject or
+     * actor token. The binding is theirs, not the client's choice, so no refresh of the grant may
+     * drop it (a refresh without a proof of the key would give a bearer token in their name).
+     */
+    readonly refreshJkt?: string | undefined;
     readonly requestId?: string;
   },
 ): Promise<{ token: string; jti: string; exp: number; now: number; scopes: readonly string[]; grantId: string; refreshToken?: string }> {
@@ -408,6 +418,7 @@ async function delegate(
       expiresAt: Math.min(now + ctx.config.refresh_token_ttl, grantExp),
       rotatedAt: null,
       revokedAt: null,
+      ...(spec.refreshJkt !== undefined ? { jkt: spec.refreshJkt } : {}),
     });
   }
   ctx.emit({
