@@ -105,3 +105,29 @@ describe('DPoP binding through the refresh of an exchanged grant (RFC 9449 §5, 
     assert.equal(body.token_type, 'Bearer');
   });
 });
+
+describe('the lineage an exchange puts on record (token.exchanged)', () => {
+  /** The `token.exchanged` event of an exchanged token. */
+  async function exchangedEvent(accessToken: string) {
+    await issuer.service.audit.flush();
+    const jti = decodeJwt(accessToken).jti as string;
+    const [event] = await issuer.store.queryAudit({ jti, kinds: ['token.exchanged'], limit: 10 });
+    assert.ok(event, 'no token.exchanged event');
+    return event;
+  }
+
+  it('attack: an exchange with an actor token names the actor token’s grant beside the subject’s, so an investigation of a compromised agent’s grant finds every exchange made with its tokens in the audit trail', async () => {
+    const subject = (await token('user', { grant_type: 'client_credentials', audience: [API, 'xr-agent'] })).access_token as string;
+    const actor = (await token('agent', { grant_type: 'client_credentials', audience: API })).access_token as string;
+    const form = { grant_type: EXCHANGE, subject_token: subject, subject_token_type: AT, audience: API };
+    const acted = await token('agent', { ...form, actor_token: actor, actor_token_type: AT });
+    const event = await exchangedEvent(acted.access_token as string);
+    assert.equal(event.delegation_id, decodeJwt(acted.access_token as string).grant_id);
+    assert.equal(event.detail?.parent_grant, decodeJwt(subject).grant_id);
+    assert.equal(event.detail?.actor_grant, decodeJwt(actor).grant_id);
+    assert.deepEqual(event.actor_chain, ['xr-agent']);
+    // Without an actor token the client itself is the actor: no actor grant to name.
+    const plain = await token('agent', form);
+    assert.equal((await exchangedEvent(plain.access_token as string)).detail?.actor_grant, undefined);
+  });
+});

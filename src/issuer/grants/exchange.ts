@@ -435,6 +435,9 @@ async function delegate(
       grant_kind: spec.kind,
       subject_issuer: subject.issuer,
       parent_grant: subject.grantId ?? '',
+      // The actor token's grant (this issuer's), which the new grant is recorded under as well: its
+      // revocation (a compromised agent's) revokes this one, so the trail names it.
+      ...(actor.grantId !== null ? { actor_grant: actor.grantId } : {}),
       aud: [...spec.audiences],
       exp,
     },
