@@ -12,6 +12,7 @@ import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/signing-
 import { removeStaleTemps, tempFileFor } from '../../config/stale-temps.ts';
 import { resolveStore, resolveTokenService } from '../../config/token-service-schema.ts';
 import { ConfigError } from '../../core/errors.ts';
+import { printable } from '../../core/printable.ts';
 import {
   createTokenServiceFromConfig,
   ensureDataDir,
@@ -44,7 +45,7 @@ export function configTemplate(options: {
   const base = `http://${options.host}:${options.port}`;
   return `# tessera.yaml, written by \`tessera init\`. Every key is described in docs/configuration.md.
 # Values may use \${VAR} and \${VAR:default} (or \${VAR:-default}) from the environment.
-data_dir: ${options.dataDir}
+data_dir: ${yamlPath(options.dataDir)}
 
 server:
   host: ${options.host}
@@ -97,6 +98,35 @@ gateway:
         url: ${base}/api
         scopes: { "demo:read": Read the demo API, "demo:write": Change the demo API }
 `;
+}
+
+/**
+ * A path as a YAML value that reads back as the path itself: plain when nothing in it means more
+ * to YAML or to the loader (`.tessera`, `/var/lib/tessera`), else double-quoted (JSON's escapes
+ * are YAML's). A `${` is written `$${`, the loader's literal: `--data-dir '${HOME}'` names a
+ * directory called that, not the home directory. `#`, `: `, a leading `*`, `[`, `&`, digits alone
+ * or `null` would otherwise end, change or retype the value.
+ */
+function yamlPath(path: string): string {
+  const literal = path.replaceAll('${', () => '$${');
+  return /^[A-Za-z_./~-][\w./~-]*$/.test(literal) && literal !== '~' && !/^(null|true|false|yes|no|on|off)$/i.test(literal)
+    ? literal
+    : JSON.stringify(literal);
+}
+
+/**
+ * `--data-dir` is written into tessera.yaml and printed back: empty (an unset `"$DIR"`), or with a
+ * control, line-separator or bidirectional character (which would break the YAML line or rewrite
+ * the terminal it is printed to), it is refused naming the option, before anything is written.
+ */
+function refuseDataDirValue(value: string | undefined): void {
+  if (value === undefined) return;
+  if (value === '') throw new CliError('--data-dir is empty; name the data directory (--data-dir .tessera), or leave it out');
+  if (printable(value) !== value) {
+    throw new CliError(
+      `--data-dir ${JSON.stringify(value)} holds a control, line-separator or bidirectional character; name a directory without one`,
+    );
+  }
 }
 
 /** Mode of a new tessera.yaml (the umask can only narrow it). */
@@ -320,6 +350,7 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
   if (options.algorithm !== undefined && !(SIGNING_ALGORITHMS as readonly string[]).includes(options.algorithm)) {
     throw refusal('key_algorithm_unsupported', `--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
   }
+  refuseDataDirValue(options.dataDir);
   const path = configPath(options.config);
   let written = false;
   if (!configFileExists(path)) {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/signing-algorithms.ts';
 import { portArg, withConfig } from '../options.ts';
-import { printJson } from '../output.ts';
+import { printable, printJson } from '../output.ts';
 
 export const DEMO_CLIENT = 'demo-agent';
 export const DEMO_CLIENT_FILE = 'demo-client.json';
@@ -101,6 +101,8 @@ export function registerInit(program: Command): void {
       );
       out.push('');
       out.push('Next: `tessera start` (token service, gateway and a demo API), or `tessera serve` for your own upstreams.');
-      process.stdout.write(`${out.join('\n')}\n`);
+      // Paths and names come from the command line and the configuration file: escaped, as every
+      // command's output for people is (the secret, base64url, is unchanged by it).
+      process.stdout.write(`${out.map(printable).join('\n')}\n`);
     });
 }
