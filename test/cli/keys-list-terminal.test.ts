@@ -31,3 +31,17 @@ describe('attack: terminal escapes in a planted signing-key row', () => {
     assert.match(r.stdout, /evil\\x1b\]0;owned\\x07\\x9b2J\\u202ekid/);
   });
 });
+
+describe('tessera keys list under another master key', () => {
+  it('attack: names the master key as a cause of the refused rows, as the admin commands’ refusal sends the operator here', () => {
+    const dir = dirs.fresh();
+    const other = runTessera(dir, ['keys', 'list'], { env: { TESSERA_MASTER_KEY: 'ab'.repeat(32) } });
+    assert.equal(other.code, 0, other.stderr);
+    const rows = other.stdout.trimEnd().split('\n');
+    assert.ok(rows.length > 0 && rows.every((l) => /REFUSED .*another master key/.test(l)), other.stdout);
+    // The admin commands' refusal says `keys list` names why: it does.
+    const refused = runTessera(dir, ['keys', 'rotate'], { env: { TESSERA_MASTER_KEY: 'ab'.repeat(32) } });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /`tessera keys list` names it and why/);
+  });
+});
