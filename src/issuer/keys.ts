@@ -326,7 +326,8 @@ export class KeyManager implements KeySource {
       return {
         ...base,
         verification,
-        invalid: 'its MAC does not match its kid, alg, public key and schedule (its schedule altered, the MAC copied from another row, or another master key than the one it was made under)',
+        invalid:
+          'its MAC does not match its kid, alg, public key and schedule (its schedule altered, the MAC copied from another row, or another master key than the one it was made under)',
       };
     }
     let privateKey: KeyObject;
