@@ -14,6 +14,7 @@ import { quoted } from '../core/errors.ts';
 import { always, trusted } from './cross-check.ts';
 import { DAY, TIMER_MAX } from './duration.ts';
 import { checkListenerTimeouts, listenerLimitFields, listenerLimitsRule } from './listener-schema.ts';
+import { operationsFields, operationsRule } from './operations-schema.ts';
 import { duration, filePath, ruleSchema } from './verifier-schema.ts';
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?$/i;
@@ -590,25 +591,14 @@ export const gatewaySchema = z
       .meta({ description: 'The decision pipeline as an authorization endpoint for proxies you already run.' }),
     operations: z
       .strictObject({
-        health_path: z.string().startsWith('/').default('/healthz'),
-        ready_path: z.string().startsWith('/').default('/readyz'),
-        metrics_path: z.string().startsWith('/').default('/metrics'),
+        ...operationsFields,
         jwks_max_stale: duration(
           'How long a remote JWKS may stay past its TTL (refreshes failing) before /readyz reports not ready; the last good keys are used meanwhile.',
           30 * DAY,
         ).prefault('1h'),
-        metrics_allowed_peers: z
-          .array(z.string().min(1))
-          // Loopback only, as Envoy's admin listener: a private source address proves nothing about
-          // the client once kube-proxy (externalTrafficPolicy: Cluster) or a TCP load balancer has
-          // rewritten it to its own.
-          .default(['127.0.0.0/8', '::1'])
-          .meta({
-            description:
-              'Addresses or CIDRs allowed to scrape metrics and to read the checks /readyz names (others get its status alone). Default: loopback only; to scrape from another host list its address or network, e.g. the Prometheus pods’ CIDR ["127.0.0.0/8", "::1", "10.0.0.0/8"].',
-          }),
       })
-      .prefault({}),
+      .prefault({})
+      .meta({ description: `Probes and Prometheus metrics. ${operationsRule}` }),
     mcp_session_secret: z
       .string()
       .min(32, 'use at least 32 characters, normally `${MCP_SESSION_SECRET}` from the environment (e.g. `openssl rand -base64 32`)')

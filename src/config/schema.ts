@@ -19,22 +19,30 @@ import {
 import { filePath, verifierChecks, verifierFields } from './verifier-schema.ts';
 
 /**
- * One listener, one set of limits: beside a `gateway` section, `tessera serve` serves the token
- * service on the gateway’s listener, whose limits are `gateway.limits`; `token_service.limits`
- * there would read as applied and be ignored.
+ * One listener, one set of limits and operations endpoints: beside a `gateway` section, `tessera
+ * serve` serves the token service on the gateway’s listener, whose limits are `gateway.limits` and
+ * whose probes and metrics are `gateway.operations`; `token_service.limits` or
+ * `token_service.operations` there would read as applied and be ignored.
  */
 function listenerLimitsChecks(c: {
   readonly gateway?: unknown;
-  readonly token_service?: { readonly limits?: unknown } | undefined;
+  readonly token_service?: { readonly limits?: unknown; readonly operations?: unknown } | undefined;
 }): ConfigIssue[] {
-  if (c.gateway === undefined || c.token_service?.limits === undefined) return [];
-  return [
-    {
+  if (c.gateway === undefined) return [];
+  const issues: ConfigIssue[] = [];
+  if (c.token_service?.limits !== undefined)
+    issues.push({
       path: 'token_service.limits',
       message:
         'with a gateway section, the token service is served on the gateway’s listener, whose limits are gateway.limits: write these there (gateway.limits has the same fields) and remove token_service.limits',
-    },
-  ];
+    });
+  if (c.token_service?.operations !== undefined)
+    issues.push({
+      path: 'token_service.operations',
+      message:
+        'with a gateway section, the token service is served on the gateway’s listener, whose probes and metrics are gateway.operations (the token service’s metrics among them): write these there (gateway.operations has the same fields) and remove token_service.operations',
+    });
+  return issues;
 }
 
 export const serverSchema = z

@@ -12,6 +12,7 @@ import { isWildcard } from '../core/scopes.ts';
 import { always, type Trusted, trusted } from './cross-check.ts';
 import { DAY, DECADE, YEAR } from './duration.ts';
 import { listenerLimitsSchema } from './listener-schema.ts';
+import { tokenServiceOperationsSchema } from './operations-schema.ts';
 import { SIGNING_ALGORITHMS } from './signing-algorithms.ts';
 import { duration, filePath, secureUrl } from './verifier-schema.ts';
 
@@ -445,6 +446,7 @@ export const tokenServiceSchema = z
           'Proxies in front of the token service (addresses or CIDRs), as `gateway.trust_proxy` reads them: from a peer listed here, X-Forwarded-For is walked from the right past the listed hops to find the client, whose address (an IPv6 address by its /64) keys the per-address buckets (`auth_failure_limit`, `authorization.oidc.callback_rate_limit`, `registration.rate_limit`, a public client’s token and revocation buckets) and is the audit events’ `remote_addr`; from any other peer X-Forwarded-For is ignored. Unset: under `tessera serve` with a `gateway` section, the gateway’s `trust_proxy` (the two share one listener, so the same proxies are in front of both; it reloads with it), else none. `[]` trusts none.',
       }),
     limits: listenerLimitsSchema.optional(),
+    operations: tokenServiceOperationsSchema.optional(),
     auth_failure_limit: z
       .strictObject({
         enabled: z.boolean().default(false).meta({
@@ -607,6 +609,52 @@ export const storeSchema = z
   .meta({ description: 'Where Tessera keeps clients, keys, grants, revocations and audit events.' });
 
 /**
+ * Whether `path` is the token service's under `tessera serve`: everything under `/oauth2/` (at the
+ * root, which serve reserves whatever the issuer's path, and under the issuer's path), its JWKS and
+ * its RFC 8414 metadata (and below). Compared without case, as the reservation of `/oauth2/` is.
+ */
+export function tokenServicePath(path: string, issuerPath: string): boolean {
+  const p = path.toLowerCase();
+  const under = (base: string) => p === base || p.startsWith(`${base}/`) || p.startsWith(`${base}?`);
+  const ip = issuerPath.toLowerCase();
+  return (
+    under('/oauth2') || under(`${ip}/oauth2`) || p === `${ip}/.well-known/jwks.json` || under('/.well-known/oauth-authorization-server')
+  );
+}
+
+const OPS_PATHS = ['health_path', 'ready_path', 'metrics_path'] as const;
+
+/**
+ * `token_service.operations`: its peers are addresses or CIDRs, its three paths differ, and none is
+ * a path the token service answers itself (its handler answers first: the probe or metrics would
+ * never be reached).
+ */
+function operationsChecks(
+  ts: TokenServiceConfig,
+  ok: Trusted,
+  server: { readonly host: string; readonly port: number; readonly public_url?: string | undefined },
+): ConfigIssue[] {
+  const ops = ts.operations;
+  if (ops === undefined || !ok('token_service', 'operations')) return [];
+  const issues: ConfigIssue[] = [];
+  peerList(ops.metrics_allowed_peers, 'token_service.operations.metrics_allowed_peers', issues);
+  const paths = OPS_PATHS.map((k) => ops[k]);
+  if (new Set(paths).size !== paths.length)
+    issues.push({ path: 'token_service.operations', message: 'health, readiness and metrics paths must differ' });
+  if (ok('server') && ok('token_service', 'issuer')) {
+    const issuerPath = new URL(resolveTokenService({ token_service: ts, server }).issuer).pathname.replace(/\/+$/, '');
+    for (const key of OPS_PATHS) {
+      if (tokenServicePath(ops[key], issuerPath))
+        issues.push({
+          path: `token_service.operations.${key}`,
+          message: `${JSON.stringify(ops[key])} is the token service’s own (it answers /oauth2/, /.well-known/jwks.json and /.well-known/oauth-authorization-server); write a path outside them`,
+        });
+    }
+  }
+  return issues;
+}
+
+/**
  * Checks of the token service against other sections, in the same parse: dynamic registration may
  * not grant the admin scope; with a scope catalogue, the scopes it may grant must be in it (a
  * registration asking for one would otherwise be refused at run time, every time).
@@ -619,6 +667,7 @@ export function tokenServiceChecks(
 ): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   if (ts === undefined) return issues;
+  issues.push(...operationsChecks(ts, ok, server));
   if (ts.authorization.oidc !== undefined && ok('server') && ok('token_service', 'issuer') && ok('token_service', 'authorization')) {
     // The login cookies are Secure and __Host- only on https; on plain http elsewhere than loopback
     // they would be readable on the wire and settable by anyone on the path (login CSRF).

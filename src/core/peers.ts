@@ -130,3 +130,24 @@ export function clientAddress(
   if (socketAddress === undefined || xff === undefined || !peerAllowed(trusted, socketAddress)) return socketAddress;
   return forwardedClient(trusted, plainAddress(socketAddress), true, xff).client;
 }
+
+/**
+ * The client's address for an allowlist such as `metrics_allowed_peers`, behind the proxies in
+ * `trusted`: {@link forwardedClient}'s when it is known, `undefined` when a trusted proxy named it
+ * in a form that is no address, and `undefined` for a request a proxy not in `trusted` relayed (it
+ * carries `X-Forwarded-For`, `Forwarded` or `X-Real-IP`): its socket address is that proxy's, often
+ * on loopback or a private network, and would let in everyone the proxy relays. A scraper calling
+ * directly sends none of them. (The gateway reads its own state the same way: `allowlistClientOf`.)
+ */
+export function allowlistClient(
+  trusted: BlockList,
+  socketAddress: string | undefined,
+  headers: { readonly [name: string]: string | readonly string[] | undefined },
+): string | undefined {
+  if (socketAddress === undefined) return undefined;
+  const peerTrusted = peerAllowed(trusted, socketAddress);
+  if (!peerTrusted && (headers['x-forwarded-for'] !== undefined || headers.forwarded !== undefined || headers['x-real-ip'] !== undefined))
+    return undefined;
+  const w = forwardedClient(trusted, plainAddress(socketAddress), peerTrusted, headers['x-forwarded-for']);
+  return w.known ? w.client : undefined;
+}

@@ -8,7 +8,7 @@
 
 import type { Trusted } from '../config/cross-check.ts';
 import type { TesseraConfig } from '../config/schema.ts';
-import { resolveTokenService } from '../config/token-service-schema.ts';
+import { resolveTokenService, tokenServicePath } from '../config/token-service-schema.ts';
 import { parsedRules } from '../config/verifier-schema.ts';
 import { type ConfigIssue, quoted } from '../core/errors.ts';
 import { peerList } from '../core/peers.ts';
@@ -153,20 +153,6 @@ export interface GatewayRun {
 }
 
 const OPS_DEFAULTS = { health_path: '/healthz', ready_path: '/readyz', metrics_path: '/metrics' } as const;
-
-/**
- * Whether `path` is the token service's under `tessera serve`: everything under `/oauth2/` (at the
- * root, which serve reserves whatever the issuer's path, and under the issuer's path), its JWKS and
- * its RFC 8414 metadata (and below). Compared without case, as the reservation of `/oauth2/` is.
- */
-function tokenServicePath(path: string, issuerPath: string): boolean {
-  const p = path.toLowerCase();
-  const under = (base: string) => p === base || p.startsWith(`${base}/`) || p.startsWith(`${base}?`);
-  const ip = issuerPath.toLowerCase();
-  return (
-    under('/oauth2') || under(`${ip}/oauth2`) || p === `${ip}/.well-known/jwks.json` || under('/.well-known/oauth-authorization-server')
-  );
-}
 
 /** The checks that depend on how the gateway is run ({@link GatewayRun}). */
 export function gatewayRunChecks(c: TesseraConfig, ok: Trusted, run: GatewayRun): ConfigIssue[] {

@@ -124,15 +124,77 @@ export interface MetricsSources {
   inflight(): number;
 }
 
+/**
+ * What the listener counts (`createListener`): requests it answered itself, connections it closed
+ * unanswered, connections cut by `send_timeout`. Under a gateway part of {@link GatewayMetrics};
+ * under `tessera serve` without one, the token service's listener registers them alone, with the
+ * same names, so one dashboard reads both deployments.
+ */
+export class ListenerMetrics {
+  readonly #refused: Record<ParserRefusal, number> = { 400: 0, 408: 0, 417: 0, 431: 0, 501: 0 };
+  readonly #connectionsRefused: Record<ConnectionRefusal, number> = { per_address: 0, max_connections: 0 };
+  readonly #sendTimeouts: Record<SendTimeoutKind, number> = { http: 0, websocket: 0 };
+
+  constructor(registry: Registry) {
+    const refused = this.#refused;
+    const connectionsRefused = this.#connectionsRefused;
+    const sendTimeouts = this.#sendTimeouts;
+    new Counter({
+      name: 'tessera_gateway_parser_refusals_total',
+      help: 'Requests answered before the gateway or the token service saw them (no audit event): 400 unparseable, 408 head too slow, 417 an Expect other than 100-continue, 431 head too large, 501 CONNECT.',
+      labelNames: ['status'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [status, n] of Object.entries(refused)) this.inc({ status }, n);
+      },
+    });
+    new Counter({
+      name: 'tessera_gateway_connections_refused_total',
+      help: 'Connections closed unanswered as they were accepted: per_address past limits.max_connections_per_address, max_connections past limits.max_connections.',
+      labelNames: ['reason'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(connectionsRefused)) this.inc({ reason }, n);
+      },
+    });
+    new Counter({
+      name: 'tessera_gateway_send_timeouts_total',
+      help: 'Connections destroyed because their client took no byte of their pending output for limits.send_timeout: http (an answer or stream being written), websocket.',
+      labelNames: ['kind'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [kind, n] of Object.entries(sendTimeouts)) this.inc({ kind }, n);
+      },
+    });
+  }
+
+  /** A connection closed unanswered as it was accepted ({@link ConnectionRefusal}). */
+  refusedConnection(reason: ConnectionRefusal): void {
+    this.#connectionsRefused[reason]++;
+  }
+
+  /** A connection cut by `limits.send_timeout` ({@link SendTimeoutKind}). */
+  sendTimedOut(kind: SendTimeoutKind): void {
+    this.#sendTimeouts[kind]++;
+  }
+
+  /** A request refused before any handler saw it ({@link ParserRefusal}). */
+  refusedByParser(status: ParserRefusal): void {
+    this.#refused[status]++;
+  }
+}
+
 export class GatewayMetrics {
   readonly #requests = new Map<string, { labels: Record<string, string>; n: number }>();
   readonly #denies = new Map<string, number>();
   readonly #upstreamErrors = new Map<string, { labels: Record<string, string>; n: number }>();
   readonly #reloads = { ok: 0, refused: 0 };
-  readonly #refused: Record<ParserRefusal, number> = { 400: 0, 408: 0, 417: 0, 431: 0, 501: 0 };
-  readonly #connectionsRefused: Record<ConnectionRefusal, number> = { per_address: 0, max_connections: 0 };
-  readonly #sendTimeouts: Record<SendTimeoutKind, number> = { http: 0, websocket: 0 };
   readonly #latency: RouteHistogram;
+  /** The listener's own counters ({@link ListenerMetrics}). */
+  readonly listener: ListenerMetrics;
   /** Verifier counters of verifiers replaced by a reload, so totals never go down. */
   #retiredCache = { hits: 0, misses: 0 };
   /** Ids of the routes of the configuration in force: the only route labels observed. */
@@ -145,9 +207,6 @@ export class GatewayMetrics {
     const denies = this.#denies;
     const upstreamErrors = this.#upstreamErrors;
     const reloads = this.#reloads;
-    const refused = this.#refused;
-    const connectionsRefused = this.#connectionsRefused;
-    const sendTimeouts = this.#sendTimeouts;
     const self = this;
     new Counter({
       name: 'tessera_gateway_requests_total',
@@ -269,51 +328,22 @@ export class GatewayMetrics {
         this.inc({ result: 'refused' }, reloads.refused);
       },
     });
-    new Counter({
-      name: 'tessera_gateway_parser_refusals_total',
-      help: 'Requests answered before the gateway saw them (no audit event): 400 unparseable, 408 head too slow, 417 an Expect other than 100-continue, 431 head too large, 501 CONNECT.',
-      labelNames: ['status'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const [status, n] of Object.entries(refused)) this.inc({ status }, n);
-      },
-    });
-    new Counter({
-      name: 'tessera_gateway_connections_refused_total',
-      help: 'Connections closed unanswered as they were accepted: per_address past limits.max_connections_per_address, max_connections past limits.max_connections.',
-      labelNames: ['reason'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const [reason, n] of Object.entries(connectionsRefused)) this.inc({ reason }, n);
-      },
-    });
-    new Counter({
-      name: 'tessera_gateway_send_timeouts_total',
-      help: 'Connections destroyed because their client took no byte of their pending output for limits.send_timeout: http (an answer or stream being written), websocket.',
-      labelNames: ['kind'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const [kind, n] of Object.entries(sendTimeouts)) this.inc({ kind }, n);
-      },
-    });
+    this.listener = new ListenerMetrics(registry);
   }
 
   /** A connection closed unanswered as it was accepted ({@link ConnectionRefusal}). */
   refusedConnection(reason: ConnectionRefusal): void {
-    this.#connectionsRefused[reason]++;
+    this.listener.refusedConnection(reason);
   }
 
   /** A connection cut by `limits.send_timeout` ({@link SendTimeoutKind}). */
   sendTimedOut(kind: SendTimeoutKind): void {
-    this.#sendTimeouts[kind]++;
+    this.listener.sendTimedOut(kind);
   }
 
   /** A request refused before it reached the gateway ({@link ParserRefusal}). */
   refusedByParser(status: ParserRefusal): void {
-    this.#refused[status]++;
+    this.listener.refusedByParser(status);
   }
 
   /** One finished request; not recorded for a route the configuration no longer has. */
@@ -400,4 +430,31 @@ export function revocationLogMetrics(registry: Registry, age: () => number | und
       if (seconds !== undefined) this.set(seconds);
     },
   });
+}
+
+/** What the token service tells its metrics ({@link tokenServiceMetrics}); a `TokenService` is one. */
+export interface TokenServiceMetricsSource {
+  readonly audit: { readonly dropped: number };
+  revocationLogAge(): number | undefined;
+  tokenAnswers(): readonly { readonly labels: Readonly<Record<string, string>>; readonly n: number }[];
+}
+
+/**
+ * Every metric of the token service, in the registry of the gateway it runs beside (`tessera
+ * serve` with a gateway section) or in its own (without one): the same names either way. Its
+ * token endpoint's answers, its audit events dropped, its revocation log's age.
+ */
+export function tokenServiceMetrics(registry: Registry, service: () => TokenServiceMetricsSource): void {
+  new Counter({
+    name: 'tessera_token_service_token_requests_total',
+    help: 'Token endpoint answers by grant_type (a supported grant type, unsupported or missing), decision (allow: a token issued; deny: refused), reason (ok, or the stable reason code of the refusal, as its token.denied event says) and error (the OAuth error sent, such as invalid_client; empty when allowed).',
+    labelNames: ['grant_type', 'decision', 'reason', 'error'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const { labels, n } of service().tokenAnswers()) this.inc(labels, n);
+    },
+  });
+  tokenServiceAuditMetrics(registry, () => service().audit);
+  revocationLogMetrics(registry, () => service().revocationLogAge());
 }

@@ -289,6 +289,14 @@ function revocationRecord(e: AuditDraft, options: EmitOptions | undefined): bool
 const AUDIT_CLOSE_MS = 10_000;
 
 /** The grant types the token endpoint serves. */
+/** The labels of one series of {@link TokenService.tokenAnswers}. */
+export type TokenAnswerLabels = {
+  readonly grant_type: string;
+  readonly decision: 'allow' | 'deny';
+  readonly reason: string;
+  readonly error: string;
+};
+
 const SUPPORTED_GRANT_TYPES: ReadonlySet<string> = new Set(['client_credentials', 'authorization_code', 'refresh_token', TOKEN_EXCHANGE]);
 
 /**
@@ -373,6 +381,8 @@ export class TokenService {
   readonly #publicTokenRequests: TokenBucketLimiter | undefined;
   /** Failed client authentications per address (`auth_failure_limit`), of the token, revocation and introspection endpoints. */
   readonly #authFailures: AuthFailureLimit | undefined;
+  /** Token endpoint answers since start, by their labels ({@link TokenService.tokenAnswers}). */
+  readonly #tokenAnswers = new Map<string, { labels: TokenAnswerLabels; n: number }>();
 
   constructor(options: TokenServiceOptions) {
     const { config, store } = options;
@@ -962,12 +972,20 @@ export class TokenService {
       }
       failures.authenticated();
       const jkt = req.dpop === undefined ? undefined : await this.#dpop(req.dpop);
-      if (grantType === 'client_credentials') return await clientCredentials(ctx, client, req, jkt);
-      if (grantType === 'authorization_code') return await authorizationCode(ctx, client, req, jkt);
-      if (grantType === 'refresh_token') return await refresh(ctx, client, req, jkt);
-      return await exchange(ctx, client, req, jkt);
+      const answer =
+        grantType === 'client_credentials'
+          ? await clientCredentials(ctx, client, req, jkt)
+          : grantType === 'authorization_code'
+            ? await authorizationCode(ctx, client, req, jkt)
+            : grantType === 'refresh_token'
+              ? await refresh(ctx, client, req, jkt)
+              : await exchange(ctx, client, req, jkt);
+      this.#countToken(grantType, undefined);
+      return answer;
     } catch (e) {
       const error = asOAuthError(e);
+      // Every refusal, also those a throttled window leaves unaudited.
+      this.#countToken(grantType, error);
       const skipped = failures.refused(error, clientId !== undefined);
       // Within a throttled window of the address already on record: answered, not audited again.
       if (skipped === undefined) throw error;
@@ -988,6 +1006,33 @@ export class TokenService {
       });
       throw error;
     }
+  }
+
+  /**
+   * Count one answer of the token endpoint. Labels from closed sets only: a grant type this service
+   * knows (else `unsupported`, or `missing`), the stable reason code and the OAuth error.
+   */
+  #countToken(grantType: string | undefined, error: OAuthError | undefined): void {
+    const grant =
+      grantType === undefined || grantType === '' ? 'missing' : SUPPORTED_GRANT_TYPES.has(grantType) ? grantType : 'unsupported';
+    const labels: TokenAnswerLabels =
+      error === undefined
+        ? { grant_type: grant, decision: 'allow', reason: 'ok', error: '' }
+        : { grant_type: grant, decision: 'deny', reason: error.code, error: error.error };
+    const key = `${labels.grant_type}\n${labels.reason}`;
+    const e = this.#tokenAnswers.get(key);
+    if (e !== undefined) e.n++;
+    else this.#tokenAnswers.set(key, { labels, n: 1 });
+  }
+
+  /**
+   * The token endpoint's answers since start (`tessera_token_service_token_requests_total`): each
+   * set of labels with its count. `reason` is `ok` for a token issued, else the stable reason code
+   * of the refusal (as its `token.denied` event says); `error` the OAuth error sent (`invalid_client`),
+   * empty for a token issued. Refusals a throttled window leaves unaudited are counted too.
+   */
+  tokenAnswers(): readonly { readonly labels: TokenAnswerLabels; readonly n: number }[] {
+    return [...this.#tokenAnswers.values()];
   }
 
   /** RFC 9449 §5: the proof key a token request asks its access token to be bound to. */

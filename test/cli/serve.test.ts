@@ -165,6 +165,26 @@ describe('tessera serve: token service and gateway in one process', () => {
     }
   });
 
+  it('the token endpoint’s answers are counted in the gateway’s /metrics by the same series as without a gateway: tokens issued and refusals with their reason', async () => {
+    const series = (decision: string, reason: string, error: string) =>
+      `tessera_token_service_token_requests_total{grant_type="client_credentials",decision="${decision}",reason="${reason}",error="${error}"}`;
+    const count = async (name: string) => {
+      const line = (await (await fetch(`${base}/metrics`)).text()).split('\n').find((l) => l.startsWith(`${name} `));
+      return line === undefined ? 0 : Number(line.slice(name.length + 1));
+    };
+    const issued = await count(series('allow', 'ok', ''));
+    const refused = await count(series('deny', 'client_secret_mismatch', 'invalid_client'));
+    await token();
+    const wrong = await fetch(`${base}/oauth2/token`, {
+      method: 'POST',
+      headers: { authorization: basic('agent', 'wrong-secret'), 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=client_credentials',
+    });
+    assert.equal(wrong.status, 401);
+    assert.equal(await count(series('allow', 'ok', '')), issued + 1);
+    assert.equal(await count(series('deny', 'client_secret_mismatch', 'invalid_client')), refused + 1);
+  });
+
   it('leaves the token service paths to the token service and everything else to the gateway', async () => {
     const meta = await fetch(`${base}/.well-known/oauth-authorization-server`);
     assert.equal(meta.status, 200);
@@ -592,7 +612,7 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
     }
   });
 
-  it('answers /healthz and /readyz (store, signing key, revocation log read lately) for probes, 405 to another method on them, and 404 for anything else it does not serve', async () => {
+  it('answers /healthz and /readyz (store, signing key, revocation log read lately) for probes and /metrics, 405 to another method on them, and 404 for anything else it does not serve', async () => {
     const { dir: alone, config } = await tokenServiceAlone('alone');
     const server = await startServer({ config, logger: pino({ level: 'warn' }, logStream) });
     try {
@@ -617,7 +637,9 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
         assert.equal(post.headers.get('cache-control'), 'no-store');
       }
       assert.equal((await fetch(`${server.url}/readyz`, { method: 'HEAD' })).status, 200);
-      assert.equal((await fetch(`${server.url}/metrics`)).status, 404);
+      // token_service.operations' defaults: /metrics to loopback (test/cli/serve-metrics.test.ts).
+      assert.equal((await fetch(`${server.url}/metrics`)).status, 200);
+      assert.equal((await fetch(`${server.url}/elsewhere`)).status, 404);
       assert.equal((await fetch(`${server.url}/.well-known/oauth-authorization-server`)).status, 200);
     } finally {
       await server.close();

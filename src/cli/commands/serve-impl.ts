@@ -8,20 +8,23 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import { type OperationsConfig, tokenServiceOperationsSchema } from '../../config/operations-schema.ts';
 import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { resolveStore, storeRequestTimeoutMs } from '../../config/token-service-schema.ts';
 import { ConfigError } from '../../core/errors.ts';
-import { peerList } from '../../core/peers.ts';
+import { allowlistClient, peerAllowed, peerList } from '../../core/peers.ts';
 import { createDpopNonces } from '../../core/verify/dpop.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
 import { defaultLogger, GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
 import { normalizeTarget } from '../../gateway/http/path.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
-import { revocationLogMetrics, tokenServiceAuditMetrics } from '../../gateway/metrics.ts';
-import { type ReadinessCheck, readiness, writeJson, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
+import { ListenerMetrics, tokenServiceMetrics } from '../../gateway/metrics.ts';
+import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
 import { announceSignalHandlers, createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
 import { deriveMacKey } from '../../issuer/secrets.ts';
+import { markUnaudited } from '../../server/body-invalid.ts';
 import { externalIssuers } from '../../server/bootstrap.ts';
 import { listenUrl } from '../../server/listen.ts';
 import { ShutdownDeadline } from '../../server/shutdown.ts';
@@ -35,6 +38,14 @@ const TOKEN_SERVICE_DRAIN_MS = 10_000;
 
 /** The token service mints exchange credentials for the gateway as `gateway.exchange_client`. */
 const serveChecks: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, ok, { exchange: 'exchange_client', tokenService: true });
+
+/** The operations endpoints without a gateway section and without `token_service.operations`: their defaults. */
+const DEFAULT_OPERATIONS: OperationsConfig = Object.freeze(tokenServiceOperationsSchema.parse({}));
+
+function writeNotFound(res: ServerResponse): void {
+  res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end('{"error":"not_found"}');
+}
 
 /** The token service's own fields on its lines: which part of `tessera serve` says it. */
 const TOKEN_SERVICE = { component: 'token_service' } as const;
@@ -95,40 +106,65 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       });
     }
 
-    // Without a gateway section there is no `operations` block: the probes a deployment needs are
-    // served at their default paths (the gateway's answer the same way, metrics aside).
+    // Without a gateway section: token_service.operations (its defaults those of gateway.operations),
+    // and in its own registry the metrics the token service and the listener add under a gateway,
+    // by the same names.
+    const ops = ctx.config.token_service?.operations ?? DEFAULT_OPERATIONS;
+    const proxies = peerList(ctx.config.token_service?.trust_proxy ?? [], 'token_service.trust_proxy', []);
+    const metricsPeers = peerList(ops.metrics_allowed_peers, 'token_service.operations.metrics_allowed_peers', []);
+    const registry = new Registry();
+    const listenerMetrics = new ListenerMetrics(registry);
+    tokenServiceMetrics(registry, () => ctx.service);
     const checks = tokenServiceReadiness(ctx);
     let closing: Promise<void> | undefined;
+    const serveOps = async (req: IncomingMessage, res: ServerResponse, path: string): Promise<void> => {
+      // As the gateway's: the client's address as token_service.trust_proxy reads it, never a
+      // proxy's own address for everyone it relays.
+      const operator =
+        path !== ops.health_path && peerAllowed(metricsPeers, allowlistClient(proxies, req.socket.remoteAddress, req.headers));
+      try {
+        if (path === ops.metrics_path && !operator) writeNotFound(res);
+        else if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
+        else if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });
+        else if (path === ops.ready_path) {
+          const r = await readiness([], undefined, checks, closing !== undefined);
+          // The checks tell when the store is down and why a key is refused: to the metrics peers only.
+          const status = r.ready ? 'ready' : 'not_ready';
+          writeJson(res, r.ready ? 200 : 503, operator ? { status, checks: r.checks } : { status });
+        } else await writeMetrics(res, registry);
+      } catch {
+        if (!res.headersSent) writeJson(res, 500, { error: 'server_error' });
+      }
+    };
     const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
       if (handler(req, res)) return;
-      const path = (req.url ?? '/').split('?')[0];
-      if (path === '/healthz' || path === '/readyz') {
-        if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
-        else if (path === '/healthz') {
-          writeJson(res, 200, { status: 'ok' });
-        } else {
-          void readiness([], undefined, checks, closing !== undefined).then((r) =>
-            writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }),
-          );
-        }
+      const path = (req.url ?? '/').split('?')[0] ?? '/';
+      if (path === ops.health_path || path === ops.ready_path || path === ops.metrics_path) {
+        // Not audited: a body the listener refuses meanwhile is counted by it (parser refusals).
+        markUnaudited(req);
+        void serveOps(req, res, path);
         return;
       }
-      res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end('{"error":"not_found"}');
+      writeNotFound(res);
     };
     // token_service.limits, else their defaults (those of gateway.limits): slowloris, connection
-    // counts, its trust_proxy peers held to the total alone; connections refused are logged. `Expect: 100-continue`: 100 when the
-    // handler reads the body, not for one it refuses first. A framing the listener refuses: the
-    // token service's refusal on its paths, the listener's plain 400 elsewhere.
+    // counts, its trust_proxy peers held to the total alone; connections refused are logged and
+    // counted. `Expect: 100-continue`: 100 when the handler reads the body, not for one it refuses
+    // first. A framing the listener refuses: the token service's refusal on its paths, the
+    // listener's plain 400 elsewhere.
     const server = createListener(
       onRequest,
       ctx.config.token_service?.limits ?? DEFAULT_LISTENER_LIMITS,
-      undefined,
+      (status) => listenerMetrics.refusedByParser(status),
       handler.refuseFraming,
       undefined,
-      peerList(ctx.config.token_service?.trust_proxy ?? [], 'token_service.trust_proxy', []),
-      // No metrics without a gateway section: the refusals are logged alone.
-      { at: 'token_service.limits', warn: (fields, message) => logger.warn({ ...fields, ...TOKEN_SERVICE }, message) },
+      proxies,
+      {
+        at: 'token_service.limits',
+        warn: (fields, message) => logger.warn({ ...fields, ...TOKEN_SERVICE }, message),
+        count: (reason) => listenerMetrics.refusedConnection(reason),
+        sendTimedOut: (kind) => listenerMetrics.sendTimedOut(kind),
+      },
     );
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -352,7 +388,6 @@ async function withGateway(
       ...(ctx.master !== undefined ? { mcpSessionKey: deriveMacKey(ctx.master, SESSION_KEY_INFO) } : {}),
     },
   );
-  tokenServiceAuditMetrics(served.gateway.registry, () => service.audit);
-  revocationLogMetrics(served.gateway.registry, () => service.revocationLogAge());
+  tokenServiceMetrics(served.gateway.registry, () => service);
   return { url: served.url, service, config, gateway: served, logger: options.logger, close: () => served.close() };
 }
