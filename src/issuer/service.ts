@@ -288,7 +288,6 @@ function revocationRecord(e: AuditDraft, options: EmitOptions | undefined): bool
 /** How long close() retries the audit events the store has not taken, by default. */
 const AUDIT_CLOSE_MS = 10_000;
 
-/** The grant types the token endpoint serves. */
 /** The labels of one series of {@link TokenService.tokenAnswers}. */
 export type TokenAnswerLabels = {
   readonly grant_type: string;
@@ -297,6 +296,7 @@ export type TokenAnswerLabels = {
   readonly error: string;
 };
 
+/** The grant types the token endpoint serves. */
 const SUPPORTED_GRANT_TYPES: ReadonlySet<string> = new Set(['client_credentials', 'authorization_code', 'refresh_token', TOKEN_EXCHANGE]);
 
 /**
