@@ -243,8 +243,12 @@ export interface RefreshTokenRecord {
 
 /** The outcome of {@link Store.rotateRefreshToken}. */
 export type RefreshRotation =
-  /** The token was current: it is now rotated and `next` replaces it. */
-  | { readonly status: 'rotated'; readonly grant: GrantRecord; readonly next: RefreshTokenRecord }
+  /**
+   * The token was current: it is now rotated and `next` replaces it. `retry`: it was rotated
+   * already, within the reuse interval, and its successor (still current) is now retired in favour
+   * of `next`.
+   */
+  | { readonly status: 'rotated'; readonly grant: GrantRecord; readonly next: RefreshTokenRecord; readonly retry?: true }
   /** Unknown, expired, revoked, issued to another client, or its grant is revoked or expired. */
   | { readonly status: 'invalid' }
   /** Presented again within the grace period after its rotation: refused, family kept. */
@@ -576,6 +580,13 @@ export interface RefreshRotationOptions {
   readonly nextExpiresAt: number;
   readonly now: number;
   readonly graceSeconds: number;
+  /**
+   * `token_service.refresh_reuse_interval` (default 0: none): within this many seconds of its
+   * rotation, a rotated token whose successor is still current, presented by its client with the
+   * successor's DPoP binding, is rotated again (a retry after a lost response), see
+   * {@link Store.rotateRefreshToken}.
+   */
+  readonly reuseIntervalSeconds?: number;
   readonly entryExpiresAt: number;
   /** The DPoP key (RFC 7638 thumbprint) to bind an unbound token's successor to. */
   readonly bindJkt?: string | undefined;
@@ -749,9 +760,17 @@ export interface Store {
    * an unbound token's successor is bound to `bindJkt` when given). The spent token's `expiresAt`
    * becomes the grant's expiry (RFC 9700 §4.14.2: its reuse is detectable while the family can be
    * used), or for a grant without expiry the successor's expiry plus `nextExpiresAt - now`.
-   * When `hash` was already rotated (and not less than `graceSeconds` ago), revoke its grant's subtree
-   * exactly as {@link Store.revokeGrants} does (reason `refresh_token_reused`). Of several
-   * concurrent calls with one hash, exactly one sees `rotated`.
+   * When `hash` was already rotated less than `reuseIntervalSeconds` ago, and the successor it was
+   * rotated to is current (not rotated, not revoked, not expired: it was rotated one generation
+   * ago), its grant active, and the successor `next` would have (`jkt`, as above) is the current
+   * one's: a retry after a lost response. The current successor is retired (rotated at `now`, with
+   * no successor, so that presenting it is a reuse), `next` inserted and made `hash`'s successor
+   * (`rotatedAt` unchanged: retries do not extend the interval), and the result is `rotated` with
+   * `retry`. Otherwise, when `hash` was already rotated (and not less than `graceSeconds` ago),
+   * revoke its grant's subtree exactly as {@link Store.revokeGrants} does (reason
+   * `refresh_token_reused`). Of several concurrent calls with one hash and no reuse interval,
+   * exactly one sees `rotated`; with one, each sees `rotated` in turn and only the last `next`
+   * stays current.
    */
   rotateRefreshToken(hash: string, options: RefreshRotationOptions): Promise<RefreshRotation>;
 

@@ -311,6 +311,27 @@ export function rotatedSuccessor(
   };
 }
 
+/**
+ * Whether `token`, rotated already, presented again at `o.now` is a retry within the reuse interval
+ * (see `Store.rotateRefreshToken`): rotated less than `o.reuseIntervalSeconds` ago, to `successor`,
+ * which is still current (so `token` was rotated one generation ago), its `grant` active, and the
+ * successor the retry would have bound as `successor` is (a retry without the DPoP key the lost
+ * response's token is bound to is not one).
+ */
+export function isRetry(
+  token: RefreshTokenRecord,
+  successor: RefreshTokenRecord | undefined,
+  grant: GrantRecord | undefined,
+  o: { readonly now: number; readonly reuseIntervalSeconds?: number | undefined; readonly bindJkt?: string | undefined },
+): successor is RefreshTokenRecord {
+  const interval = o.reuseIntervalSeconds ?? 0;
+  if (interval <= 0 || token.rotatedAt === null || token.revokedAt !== null || o.now - token.rotatedAt >= interval) return false;
+  if (successor === undefined || successor.grantId !== token.grantId || successor.clientId !== token.clientId) return false;
+  if (successor.rotatedAt !== null || successor.revokedAt !== null || successor.expiresAt <= o.now) return false;
+  if (grant === undefined || grant.revokedAt !== null || (grant.expiresAt !== null && grant.expiresAt <= o.now)) return false;
+  return (token.jkt ?? o.bindJkt) === successor.jkt;
+}
+
 export function codeFrom(r: Row): AuthorizationCodeRecord {
   return {
     hash: String(r.hash),

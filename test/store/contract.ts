@@ -1291,6 +1291,109 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         assert.equal(late.status, 'reused');
       });
 
+      describe('reuse interval (a retry after a lost response)', () => {
+        const within = (now: number, nextHash: string, extra: { bindJkt?: string; clientId?: string } = {}) => ({
+          ...opts(now, nextHash, extra.clientId),
+          reuseIntervalSeconds: 30,
+          ...(extra.bindJkt ? { bindJkt: extra.bindJkt } : {}),
+        });
+
+        it('within it, the token rotated one generation ago is rotated again: the successor the lost response carried is retired (its reuse revokes the family), the new one current, the interval counted from the first rotation', async () => {
+          const now = clock.now();
+          const g = await created(store, newGrant({}, now), now);
+          const t = refresh(g.id, {}, now);
+          await store.createRefreshToken(t);
+          const lost = uid('rt');
+          assert.equal((await store.rotateRefreshToken(t.hash, within(now, lost))).status, 'rotated');
+          const n2 = uid('rt');
+          const retry = await store.rotateRefreshToken(t.hash, within(now + 10, n2));
+          assert.equal(retry.status, 'rotated');
+          if (retry.status !== 'rotated') return;
+          assert.equal(retry.retry, true);
+          assert.equal(retry.grant.id, g.id);
+          assert.equal(retry.next.hash, n2);
+          assert.equal(retry.next.rotatedAt, null);
+          assert.equal((await store.getRefreshToken(lost))?.rotatedAt, now + 10);
+          assert.equal((await store.getRefreshToken(t.hash))?.rotatedAt, now);
+          // Again within the interval (from the first rotation, not the retry): a retry.
+          const n3 = uid('rt');
+          assert.equal((await store.rotateRefreshToken(t.hash, within(now + 29, n3))).status, 'rotated');
+          assert.equal((await store.getRefreshToken(n2))?.rotatedAt, now + 29);
+          // The family goes on from the newest; the retired successor presented is a reuse.
+          assert.equal((await store.rotateRefreshToken(n3, within(now + 29, uid('rt')))).status, 'rotated');
+          const reuse = await store.rotateRefreshToken(lost, within(now + 29, uid('rt')));
+          assert.equal(reuse.status, 'reused');
+          assert.equal((await store.getGrant(g.id))?.revokedReason, 'refresh_token_reused');
+        });
+
+        it('attack: past it, two generations back, from another client, with another DPoP key, or a revoked family: as without it', async () => {
+          const now = clock.now();
+          // Past the interval: reuse.
+          const g1 = await created(store, newGrant({}, now), now);
+          const t1 = refresh(g1.id, {}, now);
+          await store.createRefreshToken(t1);
+          await store.rotateRefreshToken(t1.hash, within(now, uid('rt')));
+          assert.equal((await store.rotateRefreshToken(t1.hash, within(now + 30, uid('rt')))).status, 'reused');
+          // Two generations back: reuse.
+          const g2 = await created(store, newGrant({}, now), now);
+          const t2 = refresh(g2.id, {}, now);
+          await store.createRefreshToken(t2);
+          const s2 = uid('rt');
+          await store.rotateRefreshToken(t2.hash, within(now, s2));
+          await store.rotateRefreshToken(s2, within(now, uid('rt')));
+          assert.equal((await store.rotateRefreshToken(t2.hash, within(now + 1, uid('rt')))).status, 'reused');
+          // Another client: invalid, nothing written.
+          const g3 = await created(store, newGrant({}, now), now);
+          const t3 = refresh(g3.id, {}, now);
+          await store.createRefreshToken(t3);
+          const s3 = uid('rt');
+          await store.rotateRefreshToken(t3.hash, within(now, s3));
+          assert.equal((await store.rotateRefreshToken(t3.hash, within(now + 1, uid('rt'), { clientId: 'other' }))).status, 'invalid');
+          assert.equal((await store.getRefreshToken(s3))?.rotatedAt, null);
+          // An unbound token whose successor was bound to a DPoP key: a retry with another key (or
+          // none) is a reuse; with the same key, a retry.
+          const g4 = await created(store, newGrant({}, now), now);
+          const t4 = refresh(g4.id, {}, now);
+          await store.createRefreshToken(t4);
+          await store.rotateRefreshToken(t4.hash, within(now, uid('rt'), { bindJkt: 'key-a' }));
+          const same = await store.rotateRefreshToken(t4.hash, within(now + 1, uid('rt'), { bindJkt: 'key-a' }));
+          assert.equal(same.status, 'rotated');
+          if (same.status === 'rotated') assert.equal(same.next.jkt, 'key-a');
+          assert.equal((await store.rotateRefreshToken(t4.hash, within(now + 1, uid('rt'), { bindJkt: 'key-b' }))).status, 'reused');
+          const g5 = await created(store, newGrant({}, now), now);
+          const t5 = refresh(g5.id, {}, now);
+          await store.createRefreshToken(t5);
+          await store.rotateRefreshToken(t5.hash, within(now, uid('rt'), { bindJkt: 'key-a' }));
+          assert.equal((await store.rotateRefreshToken(t5.hash, within(now + 1, uid('rt')))).status, 'reused');
+          // A revoked family: invalid, never revived.
+          const g6 = await created(store, newGrant({}, now), now);
+          const t6 = refresh(g6.id, {}, now);
+          await store.createRefreshToken(t6);
+          const s6 = uid('rt');
+          await store.rotateRefreshToken(t6.hash, within(now, s6));
+          await store.revokeGrants({ grantId: g6.id }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
+          assert.equal((await store.rotateRefreshToken(t6.hash, within(now + 1, uid('rt')))).status, 'invalid');
+          assert.equal((await store.rotateRefreshToken(s6, within(now + 1, uid('rt')))).status, 'invalid');
+        });
+
+        it('concurrent retries of one token are serialized: each is rotated in turn, and exactly one successor is left current', async () => {
+          const now = clock.now();
+          const g = await created(store, newGrant({}, now), now);
+          const t = refresh(g.id, {}, now);
+          await store.createRefreshToken(t);
+          await store.rotateRefreshToken(t.hash, within(now, uid('rt')));
+          const hashes = Array.from({ length: 6 }, () => uid('rt'));
+          const results = await Promise.all(hashes.map((h) => store.rotateRefreshToken(t.hash, within(now + 1, h))));
+          assert.deepEqual(
+            results.map((r) => r.status),
+            hashes.map(() => 'rotated'),
+          );
+          const current = (await Promise.all(hashes.map((h) => store.getRefreshToken(h)))).filter((r) => r?.rotatedAt === null);
+          assert.equal(current.length, 1);
+          assert.equal((await store.getGrant(g.id))?.revokedAt, null);
+        });
+      });
+
       it('lets exactly one of many concurrent rotations of one token succeed', async () => {
         const now = clock.now();
         const g = await created(store, newGrant({}, now), now);

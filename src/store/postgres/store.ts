@@ -106,6 +106,7 @@ import {
   grantFrom,
   grantValues,
   isActiveGrant,
+  isRetry,
   num,
   type Row,
   refreshFrom,
@@ -502,7 +503,48 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX IF NOT EXISTS grants_actor_grant ON grants (actor_grant_id) WHERE actor_grant_id IS NOT NULL;
     `,
   },
+  {
+    // refresh_tokens.successor_hash: the hash of the token a refresh token was rotated to, so that
+    // within token_service.refresh_reuse_interval a retry of the token rotated one generation ago
+    // (its successor still current) is told from a reuse. NULL in every token rotated before (their
+    // retry is a reuse, as before), in those an older instance rotates, and in a successor a retry
+    // retired.
+    version: 24,
+    sql: 'ALTER TABLE refresh_tokens ADD COLUMN IF NOT EXISTS successor_hash text;',
+  },
 ];
+
+/**
+ * Inside {@link PostgresStore.rotateRefreshToken}'s transaction (the tree locked), for `token`,
+ * rotated already to `successorHash`: when it is a retry within the reuse interval
+ * ({@link isRetry}), the successor retired (rotated, no successor: presenting it is a reuse), the
+ * new one inserted and made `token`'s successor; undefined otherwise, nothing written.
+ */
+async function retryRotation(
+  c: Q,
+  token: RefreshTokenRecord,
+  successorHash: unknown,
+  o: RefreshRotationOptions,
+): Promise<RefreshRotation | undefined> {
+  if ((o.reuseIntervalSeconds ?? 0) <= 0 || typeof successorHash !== 'string') return undefined;
+  const [s] = (await c.query('SELECT * FROM refresh_tokens WHERE hash = $1 FOR UPDATE', [successorHash])).rows as Row[];
+  const [g] = (await c.query('SELECT * FROM grants WHERE id = $1', [token.grantId])).rows as Row[];
+  const successor = s ? refreshFrom(s) : undefined;
+  const grant = g ? grantFrom(g) : undefined;
+  if (grant === undefined || !isRetry(token, successor, grant, o)) return undefined;
+  await c.query('UPDATE refresh_tokens SET rotated_at = $1, expires_at = $2, successor_hash = NULL WHERE hash = $3', [
+    o.now,
+    Math.max(successor.expiresAt, spentKeptUntil(grant, o)),
+    successor.hash,
+  ]);
+  await c.query('UPDATE refresh_tokens SET successor_hash = $1 WHERE hash = $2', [o.nextHash, token.hash]);
+  const next = rotatedSuccessor(token, grant, o);
+  await c.query(
+    'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6)',
+    [next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt, next.jkt ?? null],
+  );
+  return { status: 'rotated', grant, next, retry: true };
+}
 
 /** Whether the log holds a revocation of `subject` at `issuer` dated `since` or later (by the revocations_subject index). */
 async function subjectRevokedSince(c: Q, subject: string, issuer: string, since: number): Promise<boolean> {
@@ -1634,6 +1676,9 @@ export class PostgresStore implements Store {
       const token = refreshFrom(row);
       if (token.clientId !== o.clientId || token.revokedAt !== null) return { status: 'invalid' };
       if (token.rotatedAt !== null) {
+        // Under the tree's lock: a rotation of the successor, or a revocation, waits for this one.
+        const retried = await retryRotation(c, token, row.successor_hash, o);
+        if (retried !== undefined) return retried;
         if (o.graceSeconds > 0 && o.now - token.rotatedAt < o.graceSeconds) return { status: 'grace' };
         const revoked = await this.#revokeTree(
           c,
@@ -1652,7 +1697,12 @@ export class PostgresStore implements Store {
       const grant = grantFrom(g);
       if (grant.revokedAt !== null || (grant.expiresAt !== null && grant.expiresAt <= o.now)) return { status: 'invalid' };
       const next = rotatedSuccessor(token, grant, o);
-      await c.query('UPDATE refresh_tokens SET rotated_at = $1, expires_at = $2 WHERE hash = $3', [o.now, spentKeptUntil(grant, o), hash]);
+      await c.query('UPDATE refresh_tokens SET rotated_at = $1, expires_at = $2, successor_hash = $3 WHERE hash = $4', [
+        o.now,
+        spentKeptUntil(grant, o),
+        o.nextHash,
+        hash,
+      ]);
       await c.query(
         'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6)',
         [next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt, next.jkt ?? null],

@@ -322,4 +322,10 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX grants_actor_grant ON grants (actor_grant_id) WHERE actor_grant_id IS NOT NULL;
     `,
   },
+  {
+    version: 24,
+    description:
+      'refresh_tokens.successor_hash: the hash of the token a refresh token was rotated to, so that within token_service.refresh_reuse_interval a retry of the token rotated one generation ago (its successor still current) is told from a reuse; NULL in every token rotated before (their retry is a reuse, as before) and in a successor a retry retired',
+    sql: 'ALTER TABLE refresh_tokens ADD COLUMN successor_hash TEXT;',
+  },
 ];

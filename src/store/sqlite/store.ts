@@ -71,6 +71,7 @@ import {
   grantFrom,
   grantValues,
   isActiveGrant,
+  isRetry,
   num,
   type Row,
   refreshFrom,
@@ -795,6 +796,8 @@ export class SqliteStore implements Store {
       const token = refreshFrom(row);
       if (token.clientId !== o.clientId || token.revokedAt !== null) return { status: 'invalid' };
       if (token.rotatedAt !== null) {
+        const retried = this.#retry(token, row.successor_hash, o);
+        if (retried !== undefined) return retried;
         if (o.graceSeconds > 0 && o.now - token.rotatedAt < o.graceSeconds) return { status: 'grace' };
         const revoked = this.#revokeTree('SELECT ?', [token.grantId], o.now, 'refresh_token_reused', o.entryExpiresAt);
         return { status: 'reused', grantId: token.grantId, revokedGrantIds: revoked.map((g) => g.id) };
@@ -804,7 +807,12 @@ export class SqliteStore implements Store {
       if (!g) return { status: 'invalid' };
       const grant = grantFrom(g);
       if (grant.revokedAt !== null || (grant.expiresAt !== null && grant.expiresAt <= o.now)) return { status: 'invalid' };
-      this.#stmt('UPDATE refresh_tokens SET rotated_at = ?, expires_at = ? WHERE hash = ?').run(o.now, spentKeptUntil(grant, o), hash);
+      this.#stmt('UPDATE refresh_tokens SET rotated_at = ?, expires_at = ?, successor_hash = ? WHERE hash = ?').run(
+        o.now,
+        spentKeptUntil(grant, o),
+        o.nextHash,
+        hash,
+      );
       this.#fail('refresh.rotate');
       const next = rotatedSuccessor(token, grant, o);
       this.#stmt(
@@ -812,6 +820,32 @@ export class SqliteStore implements Store {
       ).run(next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt, next.jkt ?? null);
       return { status: 'rotated', grant, next };
     });
+  }
+
+  /**
+   * Inside {@link rotateRefreshToken}'s transaction, for `token`, rotated already to
+   * `successorHash`: when it is a retry within the reuse interval ({@link isRetry}), the successor
+   * retired (rotated, no successor: presenting it is a reuse), the new one inserted and made
+   * `token`'s successor; undefined otherwise, nothing written.
+   */
+  #retry(token: RefreshTokenRecord, successorHash: unknown, o: RefreshRotationOptions): RefreshRotation | undefined {
+    if ((o.reuseIntervalSeconds ?? 0) <= 0 || typeof successorHash !== 'string') return undefined;
+    const s = this.#stmt('SELECT * FROM refresh_tokens WHERE hash = ?').get(successorHash) as Row | undefined;
+    const g = this.#stmt('SELECT * FROM grants WHERE id = ?').get(token.grantId) as Row | undefined;
+    const successor = s ? refreshFrom(s) : undefined;
+    const grant = g ? grantFrom(g) : undefined;
+    if (grant === undefined || !isRetry(token, successor, grant, o)) return undefined;
+    this.#stmt('UPDATE refresh_tokens SET rotated_at = ?, expires_at = ?, successor_hash = NULL WHERE hash = ?').run(
+      o.now,
+      Math.max(successor.expiresAt, spentKeptUntil(grant, o)),
+      successor.hash,
+    );
+    this.#stmt('UPDATE refresh_tokens SET successor_hash = ? WHERE hash = ?').run(o.nextHash, token.hash);
+    const next = rotatedSuccessor(token, grant, o);
+    this.#stmt(
+      'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)',
+    ).run(next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt, next.jkt ?? null);
+    return { status: 'rotated', grant, next, retry: true };
   }
 
   // Authorization codes.
