@@ -367,6 +367,10 @@ export const tokenServiceSchema = z
       'A rotated refresh token presented again within this time is refused without revoking its family (for clients that retry). 0 treats every reuse as theft.',
       60,
     ).prefault('0s'),
+    refresh_reuse_interval: duration(
+      'For a client whose token response was lost after the rotation committed (a dropped connection, a crash before it saved the token, a 500 from a store that lost its connection during COMMIT): within this time after a refresh token’s rotation, that token presented again by the same client (with a proof of the same DPoP key, when its successor is bound to one) is a retry, not a reuse: it gets a fresh access token and a new refresh token of the same family. The newest wins: the successor the lost response carried is retired, and presenting it later is a reuse that revokes the family (whoever held the lost response was not the client retrying), so a family never forks into two live tokens; a client that refreshes concurrently with one token must serialize its refreshes. The time counts from the first rotation (retries do not extend it). Past it, a token rotated two or more generations ago, another client’s request, or a revoked family: as without it (`refresh_reuse_grace`, then reuse detection). 0 (default): every reuse is treated as theft. At most 60 s.',
+      60,
+    ).prefault('0s'),
     max_chain_depth: z
       .number()
       .int()

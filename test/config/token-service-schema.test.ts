@@ -29,6 +29,20 @@ describe('token_service configuration', () => {
     }
   });
 
+  it('refresh_reuse_interval: 0 (strict) by default; at most 60 s, refused naming the path otherwise', () => {
+    assert.equal(resolveTokenService(parseConfigText('data_dir: /tmp/x\n')).refresh_reuse_interval, 0);
+    const on = parseConfigText('data_dir: /tmp/x\ntoken_service: { refresh_reuse_interval: 30s }\n');
+    assert.equal(resolveTokenService(on).refresh_reuse_interval, 30);
+    for (const bad of ['61s', '5m', '-1s']) {
+      const found = issues(`data_dir: /tmp/x\ntoken_service: { refresh_reuse_interval: ${bad} }\n`);
+      assert.deepEqual(
+        found.map((i) => i.path),
+        ['token_service.refresh_reuse_interval'],
+        bad,
+      );
+    }
+  });
+
   it('has defaults without a token_service section, the issuer from the listener', () => {
     const config = parseConfigText('data_dir: /tmp/x\nserver: { port: 9000 }\n');
     const ts = resolveTokenService(config);

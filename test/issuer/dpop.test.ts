@@ -248,9 +248,9 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
    * The public client redeems a code for `person`, with a DPoP proof of `holder` when `bound`
    * (then a DPoP-bound access token): its refresh token.
    */
-  async function session(person: string, bound: boolean): Promise<string> {
+  async function session(person: string, bound: boolean, iss = issuer): Promise<string> {
     const { verifier, challenge } = pkcePair();
-    const outcome = await issuer.service.checkAuthorizationRequest(
+    const outcome = await iss.service.checkAuthorizationRequest(
       new URLSearchParams({
         response_type: 'code',
         client_id: 'pub-app',
@@ -262,11 +262,11 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
       }),
     );
     if (!outcome.ok) throw new Error(outcome.error.code);
-    const code = await issuer.service.approveAuthorization(outcome.request, { subject: person, source: 'test' });
-    const res = await issuer.post(
+    const code = await iss.service.approveAuthorization(outcome.request, { subject: person, source: 'test' });
+    const res = await iss.post(
       '/oauth2/token',
       { grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT, client_id: 'pub-app' },
-      bound ? { dpop: await proof() } : {},
+      bound ? { dpop: await proof({}, { url: `${iss.url}/oauth2/token` }) } : {},
     );
     const body = (await res.json()) as { token_type: string; refresh_token: string };
     assert.equal(res.status, 200, JSON.stringify(body));
@@ -274,8 +274,8 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
     return body.refresh_token;
   }
 
-  const refresh = (rt: string, dpop?: string) =>
-    issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt, client_id: 'pub-app' }, dpop ? { dpop } : {});
+  const refresh = (rt: string, dpop?: string, iss = issuer) =>
+    iss.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt, client_id: 'pub-app' }, dpop ? { dpop } : {});
 
   it('refuses a stolen refresh token presented without a proof, or with a proof of another key, and leaves it usable by its holder', async () => {
     const rt = await session('alice@example.com', true);
@@ -314,6 +314,43 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
     assert.equal(((await stolen.json()) as { error: string }).error, 'invalid_grant');
     assert.equal((await refresh(body.refresh_token, await otherProof())).status, 400);
     assert.equal((await refresh(body.refresh_token, await proof())).status, 200);
+  });
+  it('refresh_reuse_interval: a retry of a DPoP-bound refresh token whose response was lost succeeds with a proof of its key, stays bound; attack: without the proof or with another key it is refused (refresh_token_proof_mismatch), the family kept and nothing issued', async () => {
+    const iss = await startIssuer({ config: { token_service: { refresh_reuse_interval: '30s' } } });
+    try {
+      await iss.service.registerClient({
+        id: 'pub-app',
+        public: true,
+        scopes: ['api:read'],
+        audiences: ['https://api.test'],
+        grantTypes: ['authorization_code', 'refresh_token'],
+        redirectUris: [REDIRECT],
+      });
+      const at = { url: `${iss.url}/oauth2/token` };
+      const rt = await session('dora@example.com', true, iss);
+      const lost = await refresh(rt, await proof({}, at), iss);
+      assert.equal(lost.status, 200);
+      await lost.body?.cancel();
+      for (const res of [
+        await refresh(rt, undefined, iss),
+        await refresh(rt, await proof({}, { ...at, key: other.privateKey, jwk: other.publicKey.export({ format: 'jwk' }) as JWK }), iss),
+      ]) {
+        const body = (await res.json()) as { error: string };
+        assert.equal(res.status, 400, JSON.stringify(body));
+        assert.equal(body.error, 'invalid_grant');
+      }
+      const retry = await refresh(rt, await proof({}, at), iss);
+      const body = (await retry.json()) as { access_token: string; token_type: string; refresh_token: string };
+      assert.equal(retry.status, 200, JSON.stringify(body));
+      assert.equal(body.token_type, 'DPoP');
+      assert.equal((decodeJwt(body.access_token).cnf as { jkt: string }).jkt, await calculateJwkThumbprint(holderJwk));
+      assert.equal((await refresh(body.refresh_token, undefined, iss)).status, 400);
+      const next = await refresh(body.refresh_token, await proof({}, at), iss);
+      assert.equal(next.status, 200);
+      await next.body?.cancel();
+    } finally {
+      await iss.close();
+    }
   });
 });
 

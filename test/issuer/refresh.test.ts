@@ -463,3 +463,149 @@ describe('the refresh race', () => {
     }
   });
 });
+
+/**
+ * An issuer with `refresh_reuse_interval: 30s` (and `grace`, when given, as refresh_reuse_grace) on
+ * a settable clock, two clients, and a refresh-token family from an exchange for carol.
+ */
+async function retryingFamily(grace?: string) {
+  let now = 1_900_000_000;
+  const config = { token_service: { refresh_reuse_interval: '30s', ...(grace ? { refresh_reuse_grace: grace } : {}) } };
+  const iss = await startIssuer({ config, clock: () => now * 1000 });
+  const grantTypes = ['refresh_token', EXCHANGE];
+  const a = await iss.addClient({ id: 'agent', scopes: ['api:read', 'api:write'], grantTypes });
+  const b = await iss.addClient({ id: 'other', scopes: ['api:read', 'api:write'], grantTypes });
+  const subject = await iss.service.mint({ clientId: 'agent', subject: 'carol', ttl: 3600 });
+  const use = (rt: string, c = a, extra: Record<string, string> = {}) =>
+    iss.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt, ...extra }, { authorization: basic(c.id, c.secret) });
+  const res = await iss.post(
+    '/oauth2/token',
+    { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+    { authorization: basic(a.id, a.secret) },
+  );
+  const ex = (await res.json()) as Tokens;
+  assert.equal(res.status, 200);
+  const grantId = decodeJwt(ex.access_token).grant_id as string;
+  const ok = async (r: Response): Promise<Tokens> => {
+    const body = (await r.json()) as Tokens;
+    assert.equal(r.status, 200, JSON.stringify(body));
+    return body;
+  };
+  const revoked = async () => (await iss.store.getGrant(grantId))?.revokedAt !== null;
+  const reasons = async (kind: string) => {
+    await iss.service.audit.flush();
+    return (await iss.store.queryAudit({ limit: 1000 })).filter((e) => e.kind === kind);
+  };
+  return { iss, ex, use, other: b, grantId, ok, revoked, reasons, tick: (s: number) => (now += s) };
+}
+
+describe('refresh_reuse_interval (a retry after a lost token response)', () => {
+  it('the just-rotated token presented again by its client within the interval: a fresh access token and a new refresh token of the same family; the newest wins (the successor the lost response carried is retired, and presenting it is a reuse)', async () => {
+    const f = await retryingFamily();
+    try {
+      const lost = await f.ok(await f.use(f.ex.refresh_token)); // the response the client never saw
+      f.tick(10);
+      const retry = await f.ok(await f.use(f.ex.refresh_token));
+      assert.notEqual(retry.refresh_token, lost.refresh_token);
+      assert.equal(decodeJwt(retry.access_token).grant_id, f.grantId);
+      assert.equal(decodeJwt(retry.access_token).sub, 'carol');
+      // A second lost response: the retry within the same interval (counted from the first rotation) again.
+      f.tick(10);
+      const again = await f.ok(await f.use(f.ex.refresh_token));
+      // The family goes on from the newest token.
+      const next = await f.ok(await f.use(again.refresh_token));
+      assert.equal(await f.revoked(), false);
+      const refreshed = await f.reasons('token.refreshed');
+      assert.equal(refreshed.filter((e) => e.detail?.reuse_interval === true).length, 2);
+      // The retired successor presented (someone held the lost response): reuse, the family revoked.
+      await expectError(await f.use(lost.refresh_token), 400, 'invalid_grant');
+      assert.equal(await f.revoked(), true);
+      await expectError(await f.use(next.refresh_token), 400, 'invalid_grant');
+      const reuse = await f.reasons('refresh.reuse_detected');
+      assert.deepEqual(
+        reuse.map((e) => e.reason),
+        ['refresh_token_reused'],
+      );
+    } finally {
+      await f.iss.close();
+    }
+  });
+
+  it('attack: rotated refresh token replayed after the reuse interval still revokes the family', async () => {
+    const f = await retryingFamily();
+    try {
+      const current = await f.ok(await f.use(f.ex.refresh_token));
+      f.tick(30);
+      await expectError(await f.use(f.ex.refresh_token), 400, 'invalid_grant');
+      assert.equal(await f.revoked(), true);
+      await expectError(await f.use(current.refresh_token), 400, 'invalid_grant');
+      assert.deepEqual(
+        (await f.reasons('refresh.reuse_detected')).map((e) => e.reason),
+        ['refresh_token_reused'],
+      );
+    } finally {
+      await f.iss.close();
+    }
+  });
+
+  it('attack: a refresh token rotated two generations ago, replayed within the interval, still revokes the family', async () => {
+    const f = await retryingFamily();
+    try {
+      const second = await f.ok(await f.use(f.ex.refresh_token));
+      const third = await f.ok(await f.use(second.refresh_token));
+      f.tick(1);
+      await expectError(await f.use(f.ex.refresh_token), 400, 'invalid_grant');
+      assert.equal(await f.revoked(), true);
+      await expectError(await f.use(third.refresh_token), 400, 'invalid_grant');
+      assert.equal((await f.reasons('refresh.reuse_detected')).length, 1);
+    } finally {
+      await f.iss.close();
+    }
+  });
+
+  it('attack: another client presenting the just-rotated token within the interval is refused (refresh_token_invalid, as without the interval) and gets nothing', async () => {
+    const f = await retryingFamily();
+    try {
+      const current = await f.ok(await f.use(f.ex.refresh_token));
+      await expectError(await f.use(f.ex.refresh_token, f.other), 400, 'invalid_grant');
+      assert.deepEqual(
+        (await f.reasons('token.denied')).map((e) => e.reason),
+        ['refresh_token_invalid'],
+      );
+      // The family and its current token are untouched.
+      await f.ok(await f.use(current.refresh_token));
+    } finally {
+      await f.iss.close();
+    }
+  });
+
+  it('attack: a revoked family is never revived by the interval', async () => {
+    const f = await retryingFamily();
+    try {
+      await f.ok(await f.use(f.ex.refresh_token));
+      await f.iss.service.revokeGrants({ grantId: f.grantId }, 'offboarded');
+      f.tick(1);
+      await expectError(await f.use(f.ex.refresh_token), 400, 'invalid_grant');
+      assert.equal((await f.reasons('token.refreshed')).length, 1);
+    } finally {
+      await f.iss.close();
+    }
+  });
+
+  it('with refresh_reuse_grace too: past the interval but within the grace, a reuse is refused without revoking the family', async () => {
+    const f = await retryingFamily('60s');
+    try {
+      const current = await f.ok(await f.use(f.ex.refresh_token));
+      f.tick(5);
+      await f.ok(await f.use(f.ex.refresh_token));
+      f.tick(40);
+      await expectError(await f.use(f.ex.refresh_token), 400, 'invalid_grant');
+      assert.equal(await f.revoked(), false);
+      // The retired successor within the grace of its retirement: refused, the family kept.
+      await expectError(await f.use(current.refresh_token), 400, 'invalid_grant');
+      assert.equal(await f.revoked(), false);
+    } finally {
+      await f.iss.close();
+    }
+  });
+});

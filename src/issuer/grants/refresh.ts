@@ -8,7 +8,7 @@ import type { ResolvedTokenServiceConfig } from '../../config/token-service-sche
 import type { JsonObject } from '../../core/jose/json.ts';
 import { OAuthError } from '../../core/oauth-errors.ts';
 import type { ScopeModel } from '../../core/scopes.ts';
-import type { Store } from '../../store/contract.ts';
+import type { GrantRecord, Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import { type CompiledClient, withoutUnnamed } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
@@ -21,7 +21,13 @@ import { audiencesStillHeld, grantAudiencesLeft, grantScopesLeft } from './still
 export interface RefreshContext extends BaseContext {
   readonly config: Pick<
     ResolvedTokenServiceConfig,
-    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'refresh_reuse_grace' | 'admin' | 'adminAudience'
+    | 'access_token_ttl'
+    | 'max_access_token_ttl'
+    | 'refresh_token_ttl'
+    | 'refresh_reuse_grace'
+    | 'refresh_reuse_interval'
+    | 'admin'
+    | 'adminAudience'
   >;
   readonly store: Pick<Store, 'getRefreshToken' | 'getGrant' | 'rotateRefreshToken'>;
   readonly scopes: ScopeModel;
@@ -48,9 +54,7 @@ export async function refresh(
   // rotation, which detects the reuse whatever else the request says.
   let scopes: readonly string[] | undefined;
   let audiences: readonly string[] | undefined;
-  if (record.rotatedAt === null && record.revokedAt === null) {
-    const grant = await ctx.store.getGrant(record.grantId);
-    if (grant === undefined) throw new OAuthError('refresh_token_invalid');
+  const requestedOf = (grant: GrantRecord) => {
     const requested = parseScope(param(req.params, 'scope'));
     // RFC 6749 §6: the new access token's scope may narrow, never widen; a grant of `*` never
     // held the admin scope, which is granted by name only.
@@ -65,6 +69,11 @@ export async function refresh(
       requested,
       ctx.config,
     );
+  };
+  if (record.rotatedAt === null && record.revokedAt === null) {
+    const grant = await ctx.store.getGrant(record.grantId);
+    if (grant === undefined) throw new OAuthError('refresh_token_invalid');
+    requestedOf(grant);
   }
   const next = randomSecret(REFRESH_TOKEN_PREFIX);
   const rotation = await ctx.store.rotateRefreshToken(hash, {
@@ -73,6 +82,7 @@ export async function refresh(
     nextExpiresAt: now + ctx.config.refresh_token_ttl,
     now,
     graceSeconds: ctx.config.refresh_reuse_grace,
+    reuseIntervalSeconds: ctx.config.refresh_reuse_interval,
     entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
     // RFC 9449 §5: a refresh token issued to a public client on a request with a proof is bound to
     // its key, also when the token it replaces was not (the client began using DPoP meanwhile).
@@ -98,6 +108,9 @@ export async function refresh(
   if (rotation.status === 'grace') throw new OAuthError('refresh_token_reused_in_grace');
   if (rotation.status !== 'rotated') throw new OAuthError('refresh_token_invalid');
   const { grant } = rotation;
+  // A retry within refresh_reuse_interval: its request is checked now, against the grant as it is
+  // (a retry of a request that narrowed the scope or audience is narrowed the same way).
+  if (rotation.retry) requestedOf(grant);
   const ttl = accessTokenTtl(ctx.config, client);
   const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
   // A token rotated within the grace period gets the grant's own scopes and audiences, with the
@@ -127,7 +140,7 @@ export async function refresh(
     jti,
     scopes_granted: granted,
     ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
-    detail: { aud: [...audiences], exp },
+    detail: { aud: [...audiences], exp, ...(rotation.retry ? { reuse_interval: true } : {}) },
   });
   return {
     access_token: token,
