@@ -1123,7 +1123,7 @@ if (!reachable) {
       }
     });
 
-    it('attack: a refresh rotation whose COMMIT PostgreSQL carried out but whose answer was lost (the connection reset just then) is StoreUnavailableError, never run again by the store (a second run would take its own rotation for a reuse and revoke the family): the new state alone (the old token spent, one successor, the grant live); the client’s retry within refresh_reuse_grace is refused without revoking the family', async () => {
+    it('attack: a refresh rotation whose COMMIT PostgreSQL carried out but whose answer was lost (the connection reset just then) is StoreUnavailableError, never run again by the store (a second run would take its own rotation for a reuse and revoke the family): the new state alone (the old token spent, one successor, the grant live); the client’s retry within refresh_reuse_grace is refused without revoking the family, within refresh_reuse_interval rotated again (the lost successor retired)', async () => {
       const { store, proxy } = await storeBehindFaultProxy(url, schemaName());
       try {
         const { grant, hash, next, rotate } = await currentToken(store);
@@ -1143,6 +1143,20 @@ if (!reachable) {
         // The client, told 503, retries with the token it holds: a reuse. Within the grace period
         // it is refused and the family kept (with none, the reuse revokes it: see refresh_reuse_grace).
         assert.equal((await rotate(60, `${hash}_again`)).status, 'grace');
+        assert.equal((await store.getGrant(grant.id))?.revokedAt, null);
+        // Within refresh_reuse_interval the retry succeeds: a new successor, the lost one retired.
+        const retry = await store.rotateRefreshToken(hash, {
+          clientId: 'agent',
+          nextHash: `${hash}_retry`,
+          nextExpiresAt: now + 7200,
+          now: now + 11,
+          graceSeconds: 0,
+          reuseIntervalSeconds: 30,
+          entryExpiresAt: now + 600,
+        });
+        assert.equal(retry.status, 'rotated');
+        assert.equal((await store.getRefreshToken(`${hash}_retry`))?.rotatedAt, null);
+        assert.equal((await store.getRefreshToken(next))?.rotatedAt, now + 11);
         assert.equal((await store.getGrant(grant.id))?.revokedAt, null);
       } finally {
         await store.close();
