@@ -226,9 +226,20 @@ function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): bool
   return true;
 }
 
-/** Is this request path one of the HTTP+JSON binding's task resources (`/v1/tasks/…`, `/tasks`)? */
+/**
+ * Is this request path one of the HTTP+JSON binding's task resources (`/v1/tasks/…`, `/tasks`), or
+ * a task method of the gRPC service (`/lf.a2a.v1.A2AService/CancelTask`, `GetTask`,
+ * `SubscribeToTask`, `…TaskPushNotificationConfig`, `ListTasks`)? A connect-go or connect-es
+ * server generated from `a2a.proto` serves those over HTTP/1.1 with a ProtoJSON body (the Connect
+ * protocol) naming the task by `id` or `name: "tasks/{id}"`, where the gateway reads no task: the
+ * method is in the path, not in the body. The service's other methods (`SendMessage`, the card)
+ * name their tasks where the gateway reads them.
+ */
 export function isTaskPath(path: string): boolean {
-  return path.split('/').some((segment) => /^tasks(?:[:.;].*)?$/i.test(decodeSegment(segment)));
+  const segments = path.split('/').map(decodeSegment);
+  return segments.some(
+    (segment, i) => /^tasks(?:[:.;].*)?$/i.test(segment) || (/a2aservice$/i.test(segment) && /task/i.test(segments[i + 1] ?? '')),
+  );
 }
 
 function decodeSegment(segment: string): string {

@@ -121,4 +121,9 @@ describe('requestIds', () => {
 it('isTaskPath: the HTTP+JSON binding’s task resources', () => {
   for (const p of ['/v1/tasks/abc', '/a/tasks', '/v1/tasks/abc:cancel', '/TASKS/x', '/v1/%74asks/x']) assert.ok(isTaskPath(p), p);
   for (const p of ['/', '/v1/message:send', '/v1/card', '/taskslist']) assert.ok(!isTaskPath(p), p);
+  // The gRPC service's task methods over Connect (HTTP/1.1, a ProtoJSON body naming the task).
+  for (const p of ['/lf.a2a.v1.A2AService/CancelTask', '/a/a2a.v1.A2AService/GetTask', '/x/lf.a2a.v1.a2aservice/subscribetotask'])
+    assert.ok(isTaskPath(p), p);
+  for (const p of ['/lf.a2a.v1.A2AService/SendMessage', '/lf.a2a.v1.A2AService/GetExtendedAgentCard', '/lf.a2a.v1.A2AService'])
+    assert.ok(!isTaskPath(p), p);
 });
