@@ -177,6 +177,10 @@ export const a2aSchema = z
       description:
         'With bind_tasks: the most live tasks and contexts (together) one principal may own on this route. A request naming a new one past it is refused (503, JSON-RPC -32000, a2a_task_registry_full), and so is an answer naming one (nothing of it relayed; the agent did the work, so agents should not be driven to it): a caller reaches it only by creating tasks faster than task_ttl ends them. Renewing one it owns is never refused. Under `tessera gateway` the process also holds at most 100 000 in all.',
     }),
+    allow_private_push_urls: z.boolean().default(false).meta({
+      description:
+        'Let callers name push notification webhooks (a `url` in a pushNotificationConfig, in a push notification config call) at internal addresses: loopback, private, link-local (cloud metadata), shared, reserved or multicast IPs, `localhost`, names under `.localhost`, `.local`, `.internal` or `.home.arpa`, single-label names, or a scheme other than http and https. The agent calls the webhook from where it runs, behind the gateway; by default such a URL is refused before the agent sees it (400, JSON-RPC -32602, a2a_push_url_refused). A public name resolving to an internal address is the agent’s to refuse when it connects.',
+    }),
     max_answer_size: byteSize(
       'With bind_tasks: the largest answer the gateway reads for the tasks and contexts it names, a JSON answer or any answer to a request other than GET or HEAD but a 2xx event stream (held whole until read), or one event of an event stream. A larger held answer is refused (502 a2a_upstream_answer_too_large, nothing relayed) and an event stream is cut before the larger event ends: an answer not read would leave its ids unrecorded. Raise it for agents answering large artifacts inline. Default 4mb.',
     ).prefault('4mb'),

@@ -643,6 +643,11 @@ export const ERROR_CODES = {
     error: 'not_found',
     description: 'Task resources of the HTTP+JSON binding are not served through this gateway; use JSON-RPC.',
   },
+  a2a_push_url_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The push notification URL is not a public HTTP(S) address.',
+  },
   a2a_task_registry_full: {
     status: 503,
     error: 'temporarily_unavailable',

@@ -51,6 +51,7 @@ import {
   rpcIdOf,
   upstreamRpcCode,
 } from './a2a/message.ts';
+import { refusedPushUrl } from './a2a/push.ts';
 import {
   answerNamesTooMany,
   type IdKind,
@@ -1651,6 +1652,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         if (message.extendedCard) card = 'rpc';
         value = message.value;
         rpcId = rpcIdOf(value);
+        // A webhook the agent would call from behind the gateway (a2a/push.ts).
+        if (!config.allow_private_push_urls && refusedPushUrl(value, greq.path)) {
+          denyRpc(x, res, new TesseraError('a2a_push_url_refused'), RPC_INVALID_PARAMS, rpcId);
+          return;
+        }
       }
       let record: RecordIds | undefined;
       // An extended-card call is checked too: the ids its body names are the caller's, whatever

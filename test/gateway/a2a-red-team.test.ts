@@ -131,4 +131,65 @@ describe('gateway: A2A red team (bind_tasks)', () => {
     assert.notEqual((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_path_refused');
     await res.text();
   });
+
+  const HOSTILE_HOOKS = [
+    'http://169.254.169.254/latest/meta-data/iam/security-credentials/',
+    'http://127.0.0.1:9090/metrics',
+    'http://localhost:4000/admin',
+    'http://[::1]/',
+    'http://[::ffff:127.0.0.1]/',
+    'http://0x7f.1/',
+    'http://2130706433/',
+    'http://10.0.0.8/internal',
+    'http://192.168.1.1/',
+    'http://[fd00::1]/',
+    'http://0.0.0.0:8080/',
+    'http://metadata.google.internal/computeMetadata/v1/',
+    'http://app.localhost/',
+    'file:///etc/passwd',
+    'gopher://127.0.0.1:6379/_FLUSHALL',
+    'http://bob.example\\@127.0.0.1/',
+    'http://bob.example@127.0.0.1/',
+    'not a url',
+  ];
+
+  it('attack: a push notification webhook at a loopback, link-local (cloud metadata), private or non-HTTP address is refused before the agent (400, -32602, a2a_push_url_refused): the agent would call it from inside', async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    for (const url of HOSTILE_HOOKS) {
+      for (const [method, params] of [
+        ['tasks/pushNotificationConfig/set', { taskId: task.id, pushNotificationConfig: { url } }],
+        ['tasks/pushNotificationConfig/set', { task_id: task.id, push_notification_config: { URL: url } }],
+        ['message/send', { ...userMessage('hi'), configuration: { pushNotificationConfig: { url } } }],
+        ['CreateTaskPushNotificationConfig', { taskId: task.id, config: { url } }],
+      ] as const) {
+        const res = await call(alice, method, params);
+        assert.equal(res.status, 400, `${method} ${url}`);
+        const body = await json(res);
+        assert.equal(body.error.code, -32602, url);
+        assert.equal(body.id, n);
+        assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_push_url_refused', url);
+      }
+    }
+    assert.equal(upstream.seen.length, from);
+    assert.deepEqual(
+      a.hooks.filter((h) => h.taskId === task.id),
+      [],
+    );
+  });
+
+  it('a push notification webhook at a public HTTPS (or HTTP) address passes', async () => {
+    const task = await alicesTask();
+    for (const url of ['https://alice.example/hook', 'http://hooks.alice.example:8443/a2a?x=1', 'https://203.0.113.7/hook']) {
+      const res = await call(alice, 'tasks/pushNotificationConfig/set', { taskId: task.id, pushNotificationConfig: { url } });
+      assert.equal(res.status, 200, url);
+      assert.equal((await json(res)).result.pushNotificationConfig.url, url);
+    }
+    const sent = await call(alice, 'message/send', {
+      ...userMessage('hi'),
+      configuration: { pushNotificationConfig: { url: 'https://alice.example/hook' } },
+    });
+    assert.equal(sent.status, 200);
+    await sent.text();
+  });
 });
