@@ -63,6 +63,11 @@ interface CompiledKey {
   readonly invalid?: string;
   /** The store no longer lists the row (see KeyManager.#vanished): `record` is the row as last read. */
   readonly vanished?: true;
+  /**
+   * The row, trusted when last read, was altered since and is refused: `record` is the row as last
+   * trusted, which keeps it in the place of the schedule it had (see KeyManager.reload).
+   */
+  readonly displaced?: true;
   retiresAt: number | null;
   publishedUntil: number | null;
   signer?: JwsSigner;
@@ -96,6 +101,9 @@ const DELETED =
   'its row was deleted from the store while it was still in use or published (not by housekeeping): it no longer signs, and the key before it does not sign again';
 /** What recovers from a refused key that is, or is to be, the active one. */
 export const RECOVER = 'run `tessera keys rotate --now`';
+/** What a row altered behind a running instance keeps (see KeyManager.reload). */
+const DISPLACED =
+  'altered since this instance last read it, it keeps the place in the schedule it had then (a key it retired does not sign again)';
 /** Why a deleted key is still refused once a row of other contents was written under its kid. */
 const REWRITTEN = `${DELETED}; a row written back under its kid since is not the one deleted`;
 
@@ -236,6 +244,8 @@ export class KeyManager implements KeySource {
       }
       // A row whose key changed under the same kid (written by someone else than Tessera) is checked again.
       if (old !== undefined && sameKey(old.record, record)) {
+        // The very row this instance last trusted, written back: checked again as any row.
+        if (old.displaced) return this.#compile(record, legacy);
         return {
           record,
           retiresAt: null,
@@ -245,7 +255,17 @@ export class KeyManager implements KeySource {
           ...(old.signer ? { signer: old.signer } : {}),
         };
       }
-      return this.#compile(record, legacy);
+      const compiled = this.#compile(record, legacy);
+      // A row this instance trusted, altered since and now refused: its schedule as written now is
+      // not authenticated, so it does not place the key. Placed by it, a key moved before the key
+      // it retired (its activates_at and created_at set earlier) would bring that key back into
+      // signing, and into the JWKS for good: the key rotated out (after a compromise, say) by
+      // whoever can write to the database without the master key. It keeps the place this
+      // instance last trusted, refused: nothing signs until a key activates after it.
+      if (compiled.invalid !== undefined && old !== undefined && (old.invalid === undefined || old.displaced)) {
+        return { record: old.record, retiresAt: null, publishedUntil: null, invalid: `${compiled.invalid}; ${DISPLACED}`, displaced: true };
+      }
+      return compiled;
     });
     const keys = listed.concat(this.#vanished(listed)).sort((a, b) => scheduleOrder(a.record, b.record));
     for (let i = 0; i < keys.length; i++) {
@@ -393,7 +413,8 @@ export class KeyManager implements KeySource {
   }
 
   /**
-   * Check that the master key opens the key signing at `now` (else the newest stored one).
+   * Check that the master key is the one the stored keys were sealed with: some stored key passed
+   * every check under it, else it opens the key signing at `now` (else the newest stored one).
    * Another master key than the keys were sealed with (a stale `TESSERA_MASTER_KEY`) is then found
    * before a server serves or a rotation writes, not at the first token request, nor once a key
    * sealed under it activates and no other instance can sign with it.
@@ -401,8 +422,14 @@ export class KeyManager implements KeySource {
    * @throws {MasterKeyError} `master_key_mismatch`.
    */
   verifyMaster(now = this.#now()): void {
+    if (this.#master === undefined) return;
+    // A stored row that passed every check under this master key (its MAC, its sealed private key)
+    // proves it the one the store's keys were sealed with: a refused active row is then that row's
+    // fault, named by readiness and `tessera keys list`, and the recovery they name (`tessera keys
+    // rotate --now`) must not be refused as another master key.
+    if (this.#keys.some((k) => k.invalid === undefined && k.signer !== undefined)) return;
     const k = this.#active(now) ?? this.#keys.at(-1);
-    if (k !== undefined && this.#master !== undefined) this.#open(k);
+    if (k !== undefined) this.#open(k);
   }
 
   /** KeySource: published keys only, by kid. */

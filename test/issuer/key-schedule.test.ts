@@ -53,16 +53,16 @@ describe('the schedule of a stored key, rewritten without the master key', () =>
     db.prepare('UPDATE signing_keys SET activates_at = ? WHERE kid = ?').run(pending.createdAt, pending.kid);
     bump();
     await issuer.service.sync();
+    // Refused, it keeps the place this server last trusted (pending): the active key signs on, the
+    // moved key never; once its trusted time comes, nothing signs rather than the key it retires.
     const t = await token();
-    // Refused, it keeps the place it was moved to: nothing signs rather than the key it would retire.
-    assert.equal(
-      t.status,
-      503,
-      `a token signed by ${t.status === 200 ? decodeProtectedHeader(((await t.json()) as { access_token: string }).access_token).kid : '?'}`,
-    );
+    assert.equal(t.status, 200);
+    assert.notEqual(decodeProtectedHeader(((await t.json()) as { access_token: string }).access_token).kid, pending.kid);
     assert.equal(issuer.service.keys.lookup(pending.kid, 'ES256'), 'unknown');
     assert.equal((await jwksKids(issuer)).includes(pending.kid), false);
     assert.match(issuer.service.keys.status().find((k) => k.kid === pending.kid)?.invalid ?? '', /schedule/);
+    now = pending.activatesAt;
+    assert.equal((await token()).status, 503);
   });
 
   it('attack: a retired key’s activates_at moved after its successor’s (back into signing) is refused: it does not sign', async () => {
@@ -77,10 +77,41 @@ describe('the schedule of a stored key, rewritten without the master key', () =>
     );
     bump();
     await issuer.service.sync();
+    // Refused, it keeps the place this server last trusted (retired): its successor signs on.
     const t = await token();
-    assert.equal(t.status, 503, 'the retired key does not sign again');
+    assert.equal(t.status, 200, 'the retired key does not sign again');
+    assert.equal(decodeProtectedHeader(((await t.json()) as { access_token: string }).access_token).kid, current.kid);
     assert.equal(issuer.service.keys.lookup(old.kid, 'ES256'), 'unknown');
     assert.match(issuer.service.keys.status().find((k) => k.kid === old.kid)?.invalid ?? '', /schedule/);
+  });
+
+  it('attack: the active key’s schedule moved before the key it retired (activates_at and created_at rewritten) does not bring the retired key back into signing at a running server: 503, nothing published anew', async () => {
+    const { issuer, db, bump, token } = await fresh();
+    const old = (await issuer.store.listSigningKeys())[0];
+    assert.ok(old);
+    // Rotated out at once, as after a compromise of the old key.
+    const current = await issuer.service.keys.rotate({ immediate: true });
+    const before = issuer.service.keys.status().find((k) => k.kid === old.kid)?.publishedUntil;
+    assert.notEqual(before, null);
+    db.prepare('UPDATE signing_keys SET activates_at = ?, created_at = ? WHERE kid = ?').run(
+      old.activatesAt - 100,
+      old.createdAt - 100,
+      current.kid,
+    );
+    bump();
+    await issuer.service.sync();
+    const t = await token();
+    assert.equal(
+      t.status,
+      503,
+      `a token signed by ${t.status === 200 ? decodeProtectedHeader(((await t.json()) as { access_token: string }).access_token).kid : '?'}`,
+    );
+    const status = issuer.service.keys.status();
+    assert.equal(status.find((k) => k.kid === old.kid)?.state, 'retired');
+    assert.equal(status.find((k) => k.kid === old.kid)?.publishedUntil, before, 'the retired key’s window is not reopened');
+    assert.match(status.find((k) => k.kid === current.kid)?.invalid ?? '', /schedule/);
+    assert.equal(issuer.service.keys.readiness().ok, false);
+    assert.deepEqual(await jwksKids(issuer), [old.kid]);
   });
 
   it('attack: the MAC of a row copied onto another row (same schedule elsewhere) does not authenticate it', async () => {
