@@ -260,6 +260,32 @@ describe('gateway: A2A tasks bound to their creator', () => {
     await v1.text();
   });
 
+  it("attack: a 0.3 push config get, list or delete naming by params.id a task the gateway has no record of (created around it, expired, through another instance), beside the caller's own taskId, is refused as not found", async () => {
+    // Carol's task reached the agent without the gateway recording it; its config holds her webhook token.
+    const direct = async (method: string, params: unknown) =>
+      (await fetch(upstream.url, { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) })).json();
+    const carols = (await direct('message/send', message('unrecorded'))) as { result: AgentTask };
+    const x = carols.result.id;
+    await direct('tasks/pushNotificationConfig/set', {
+      taskId: x,
+      pushNotificationConfig: { url: 'https://carol.example/hook', token: 'carol-push-secret' },
+    });
+    const bobs = await json(await call(bob, 'message/send', message('mine')));
+    const from = upstream.seen.length;
+    for (const method of ['tasks/pushNotificationConfig/get', 'tasks/pushNotificationConfig/list', 'tasks/pushNotificationConfig/delete']) {
+      const res = await call(bob, method, { id: x, taskId: bobs.result.id });
+      await assertTaskNotFound(res, n);
+    }
+    assert.equal(reached(from, x).length, 0, 'the upstream was asked about a task the gateway never recorded');
+    // Bob's own task by params.id still passes, and a 1.0 config id beside taskId too.
+    const own = await call(bob, 'tasks/pushNotificationConfig/get', { id: bobs.result.id, taskId: bobs.result.id });
+    assert.equal(own.status, 200);
+    await own.text();
+    const v1 = await call(bob, 'GetTaskPushNotificationConfig', { taskId: bobs.result.id, id: 'cfg-unrecorded' });
+    assert.equal(v1.status, 200);
+    await v1.text();
+  });
+
   it("method/params look-alike keys: a second `Method` or `Params` (a case-sensitive upstream reads the exact one) cannot hide another principal's task", async () => {
     const task = await alicesTask();
     const bobs = await json(await call(bob, 'message/send', message('mine')));

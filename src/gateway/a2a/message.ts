@@ -5,8 +5,8 @@
  * Reading a request: every `taskId` and `referenceTaskIds` anywhere in it must be the caller's
  * tasks, every `contextId` (0.2: `sessionId`) the caller's context or a new one (then it becomes
  * the caller's), and so must the task a JSON-RPC `params.id` names (A2A 0.2's `tasks/send` may
- * name a new one; the `id` beside a push notification config call's `taskId`, a 1.0 config id or a
- * 0.3 task, must not be another's). Keys are compared without case, NULs, `ſ` for `s` and inner
+ * name a new one; the `id` beside a 1.0 push notification config call's `taskId`, a config id, must
+ * not be another's task; a 0.3 call's `tasks/pushNotificationConfig/…` `id` is its task). Keys are compared without case, NULs, `ſ` for `s` and inner
  * underscores ({@link a2aFold}), as lenient upstream parsers read them (Go's encoding/json, the
  * Python SDK's pydantic models, protobuf JSON); a message spelling `method` or `params` twice, or
  * one of the id members twice in one object (`taskId` and `task_id`), is refused. Listing tasks
@@ -94,9 +94,9 @@ export interface NamedIds {
   /** Contexts: the caller's or unknown (a client may start one with an id of its choosing). */
   readonly contexts: string[];
   /**
-   * Ids that may name a task or not, depending on the upstream's A2A version: the `id` beside a
-   * `taskId` in a push notification config call (a config id in 1.0, the task in 0.3). They must
-   * not be another principal's task; never claimed.
+   * Ids that may name a task or not: the `id` beside a `taskId` in a 1.0 push notification config
+   * call (`GetTaskPushNotificationConfig`: a config id, which a lenient agent might still read as a
+   * task). They must not be another principal's task; never claimed.
    */
   readonly maybeTasks: string[];
 }
@@ -157,9 +157,12 @@ export function requestIds(body: unknown): RequestIds {
       if (n === 'id') {
         if (v === null || v === undefined) continue;
         if (!validId(v)) return { ok: false, reason: 'a2a_message_invalid' };
-        // A push notification config call naming `taskId` names its config by `id` (A2A 1.0); an
-        // A2A 0.3 agent reads `id` as the task (and ignores `taskId`): it must not be another's.
-        if (hasTaskId && method.includes('pushnotification')) ids.maybeTasks.push(v);
+        // A 1.0 push notification config call (`GetTaskPushNotificationConfig`) naming `taskId`
+        // names its config by `id`: it must not be another's task. A 0.3 one
+        // (`tasks/pushNotificationConfig/get`, `/list`, `/delete`) names the task by `id` (and an
+        // agent ignores `taskId`): that task must be the caller's, as for tasks/get; an unknown one
+        // (created around the gateway, expired) would hand over its config and webhook token.
+        if (hasTaskId && method.includes('pushnotification') && !method.includes('/')) ids.maybeTasks.push(v);
         else (SEND_02_METHODS.has(method) ? ids.newTasks : ids.tasks).push(v);
       } else if ((n === 'name' || n === 'parent') && typeof v === 'string' && /^tasks\//i.test(v)) {
         // A resource name of the 1.0 drafts: `tasks/{id}` or `tasks/{id}/pushNotificationConfigs/{cid}`.

@@ -78,7 +78,8 @@ describe('requestIds', () => {
         method: 'tasks/pushNotificationConfig/get',
         params: { id: 'cfg', task_id: 't1', metadata: { x: { Reference_Task_IDs: ['t2'] } }, message: { context_id: 'c1' } },
       }),
-      { ok: true, tasks: ['t1', 't2'], newTasks: [], contexts: ['c1'], maybeTasks: ['cfg'] },
+      // A 0.3 push config call's `id` is its task (the caller's own, like tasks/get).
+      { ok: true, tasks: ['t1', 't2', 'cfg'], newTasks: [], contexts: ['c1'], maybeTasks: [] },
     );
     for (const message of [
       { taskId: 't1', task_id: 't2' },
