@@ -158,7 +158,7 @@ export const a2aSchema = z
     cache_ttl: duration('How long a fetched card is served before it is fetched again.', 30 * DAY).prefault('60s'),
     url: z.string().url().optional().meta({
       description:
-        "Public URL of the agent's endpoint, written into the card's `url` and its interfaces at or under the upstream's card URL (interfaces elsewhere are dropped). Unset: the upstream's own.",
+        'Public URL of the agent’s endpoint, written into the card’s `url` and its interfaces at or under the upstream’s card URL (interfaces elsewhere are dropped). Unset: the gateway’s URL for the route, as its RFC 9728 metadata names it (server.public_url, else the origin the request came to: its Host, or what a proxy in gateway.trust_proxy forwards), followed by the path that reaches each URL of the card at the upstream’s origin through the route (strip_prefix put back; the card’s `url` at the route’s path_prefix when none does). Never the upstream’s own address, which would send clients around the gateway. An interface elsewhere (another host or port, a path the route does not reach) is dropped rather than kept: the gateway does not protect it, and a client would send it the Tessera token the card asks for.',
     }),
     token_url: z.string().url().meta({ description: 'OAuth 2 token endpoint advertised for the client_credentials flow.' }),
     scopes: z

@@ -38,7 +38,14 @@ import { bodyUnread, closeUnread } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
-import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isUpstreamCardPath, readA2aBody } from './a2a/card.ts';
+import {
+  type A2aConfig,
+  type ExtendedCardForm,
+  ExtendedCardForwardHandler,
+  type GatewayEndpoint,
+  isUpstreamCardPath,
+  readA2aBody,
+} from './a2a/card.ts';
 import { type RecordIds, TaskForwardHandler } from './a2a/forward.ts';
 import {
   isTaskPath,
@@ -127,6 +134,7 @@ import {
   cardRoute,
   findRoute,
   framingValid,
+  gatewayPath,
   headerBag,
   hostHeaderValid,
   metadataRoute,
@@ -146,6 +154,8 @@ interface A2aForward {
   readonly body: Buffer | undefined;
   /** The request asks for the authenticated extended card, answered in this form: rewritten. */
   readonly card: ExtendedCardForm | undefined;
+  /** Where the caller reached the route: the extended card's upstream URLs are named there. */
+  readonly endpoint?: GatewayEndpoint | undefined;
   readonly config: A2aConfig;
   /** Records the tasks and contexts the answer names for the caller (`a2a.bind_tasks`). */
   readonly record: RecordIds | undefined;
@@ -261,6 +271,22 @@ function baseOf(s: GatewayState, req: IncomingMessage): string {
   } catch {
     return 'http://localhost';
   }
+}
+
+/**
+ * Where the caller reached A2A route `route` on `host` (as it was matched): an agent card's URLs
+ * naming the upstream are named there when `a2a.url` is unset. The base URL is the RFC 9728
+ * metadata's ({@link baseOf}).
+ */
+function cardEndpoint(s: GatewayState, req: IncomingMessage, route: CompiledRoute, host: string): GatewayEndpoint {
+  const base = baseOf(s, req);
+  return {
+    base,
+    key: `${base}\n${host}`,
+    upstreamOrigin: route.upstream.url.origin,
+    endpoint: route.prefix || '/',
+    pathOf: (path) => gatewayPath(route, host, path),
+  };
 }
 
 /**
@@ -1006,14 +1032,24 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     );
   }
 
-  async function serveCard(x: Exchange, res: ServerResponse, route: CompiledRoute): Promise<void> {
+  async function serveCard(
+    s: GatewayState,
+    x: Exchange,
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: CompiledRoute,
+    host: string,
+  ): Promise<void> {
     x.route = route.id;
-    const body = await route.a2a?.body();
+    const body = await route.a2a?.body(cardEndpoint(s, req, route, host));
     if (body === undefined) {
       deny(x, res, new TesseraError('upstream_unavailable'), state.challenges);
       return;
     }
-    servePublicJson(x, res, body, route.a2a?.maxAge ?? 60);
+    // Without a2a.url and server.public_url the card names the origin the request came to, which a
+    // trusted proxy may tell in X-Forwarded-Host/-Proto: a shared cache must not serve it for another.
+    const vary = s.publicUrl === undefined && route.a2a?.perEndpoint ? 'X-Forwarded-Host, X-Forwarded-Proto' : undefined;
+    servePublicJson(x, res, body, route.a2a?.maxAge ?? 60, vary);
   }
 
   /** A public discovery document (agent card, RFC 9728 metadata): cacheable, CORS-open, audited as allowed. */
@@ -1688,7 +1724,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         const seen = new Set<string>();
         record = (ids) => recordTasks(route.id, ids, owner, config.task_ttl * 1000, config.max_tasks_per_principal, seen);
       }
-      proceed(s, req, res, x, route, greq, decision, length, undefined, { body, card, config, record, rpcId });
+      const endpoint = card === undefined ? undefined : cardEndpoint(s, req, route, requestHost(s, req));
+      proceed(s, req, res, x, route, greq, decision, length, undefined, { body, card, endpoint, config, record, rpcId });
     } catch (e) {
       if (res.destroyed || callerGone(req)) {
         x.reason = 'client_closed';
@@ -1773,7 +1810,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     if (method === 'GET' || method === 'HEAD') {
       const card = cardRoute(s, host, target.path);
       if (card) {
-        void serveCard(x, res, card);
+        void serveCard(s, x, req, res, card, host);
         return;
       }
       const metadata = metadataRoute(s, host, target.path);
@@ -1967,7 +2004,15 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         options,
       );
     else if (a2a?.card !== undefined) {
-      const handler = new ExtendedCardForwardHandler(res, proxied, options.responseHeaders, a2a.card, a2a.config, options.ownCredential);
+      const handler = new ExtendedCardForwardHandler(
+        res,
+        proxied,
+        options.responseHeaders,
+        a2a.card,
+        a2a.config,
+        options.ownCredential,
+        a2a.endpoint,
+      );
       proxied.handler = forwardWith(handler, options);
     } else if (a2a?.record !== undefined) {
       const handler = new TaskForwardHandler(

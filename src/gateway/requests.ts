@@ -305,6 +305,24 @@ export function upstreamPath(route: CompiledRoute, path: string, query: string):
   return (joined === '' ? '/' : joined) + query;
 }
 
+/**
+ * The gateway path reaching upstream path `path` (a URL's, normalized) on `route`, the inverse of
+ * {@link upstreamPath}: `path` at or under the upstream URL's own path, that removed and the
+ * route's `strip_prefix` put back, when the route takes it (on `host`, by POST) and the gateway
+ * sends it back to `path`; else `undefined`. An agent card's URLs are named at the gateway so.
+ */
+export function gatewayPath(route: CompiledRoute, host: string, path: string): string | undefined {
+  const base = route.upstream.basePath;
+  let rest: string;
+  if (base === '') rest = path;
+  else if (path === base) rest = '';
+  else if (path.startsWith(`${base}/`)) rest = path.slice(base.length);
+  else return undefined;
+  const own = (route.config.upstream.strip_prefix?.replace(/\/$/, '') ?? '') + rest || '/';
+  if (!route.matches(host, own, 'POST')) return undefined;
+  return upstreamPath(route, own, '') === (path || '/') ? own : undefined;
+}
+
 /** A token, shorter secrets whole: as long as the shortest token Tessera deals in (see core/secret-shape.ts). */
 const SECRET_INSIDE_MIN = 16;
 

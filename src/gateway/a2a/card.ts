@@ -43,6 +43,56 @@ function movedUrl(url: unknown, from: string, to: string): string | undefined {
 }
 
 /**
+ * Where the gateway serves a route's agent, as the caller reached it: what the card's URLs naming
+ * the upstream become when `a2a.url` is unset.
+ */
+export interface GatewayEndpoint {
+  /**
+   * The gateway's base URL, as its RFC 9728 metadata names it: `server.public_url` (with its path,
+   * no trailing slash), else the request's origin (its Host, or what a proxy in
+   * `gateway.trust_proxy` forwards).
+   */
+  readonly base: string;
+  /** What the rewritten card depends on besides the card (the base and the host the route was matched for): the cache key. */
+  readonly key: string;
+  /** The upstream's origin (`upstream.url`). */
+  readonly upstreamOrigin: string;
+  /** The route's own path at the gateway (its `path_prefix`, `/` without one): the endpoint named when the card's is not reached through the route. */
+  readonly endpoint: string;
+  /** The gateway path that reaches upstream path `path` through the route, `undefined` when none does. */
+  readonly pathOf: (path: string) => string | undefined;
+}
+
+/**
+ * `url` as the gateway serves it: kept when it is already the gateway's (at or under `ep.base`);
+ * an http(s) URL at one of `origins` (the upstream's) whose path the route reaches, the same path
+ * at the gateway; anything else `undefined` (not the gateway's).
+ */
+function gatewayUrl(url: unknown, ep: GatewayEndpoint, origins: ReadonlySet<string>): string | undefined {
+  if (typeof url !== 'string') return undefined;
+  if (url === ep.base || url.startsWith(`${ep.base}/`)) return url;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || !origins.has(u.origin)) return undefined;
+  const path = ep.pathOf(u.pathname);
+  return path === undefined ? undefined : `${ep.base}${path}${u.search}`;
+}
+
+/** The origin of an http(s) URL, else `undefined`. */
+function httpOrigin(url: string): string | undefined {
+  try {
+    const u = new URL(url);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The card members a lenient client reads whatever their spelling ({@link a2aFold}: Go's
  * encoding/json binds `URL` and `Signatures` case-blind, protobuf JSON parsers of A2A 1.0 SDKs
  * accept the proto names `supported_interfaces` and `security_schemes`, pydantic `security_requirements`):
@@ -127,16 +177,26 @@ function tesseraSecurity(config: CardSettings, v1: boolean): Record<string, unkn
  * ({@link isA2aV1Card}, {@link tesseraSecurity}). Nothing of the upstream's own security
  * is republished: its schemes and requirements (`securitySchemes`, `security`,
  * `securityRequirements`, and the same per skill) are replaced or dropped, and its `signatures`
- * (made over the upstream's card, not this one) are dropped. With `a2a.url`, the card's `url` is
- * that URL (0.3 only: 1.0 has no `url`) and so are its interfaces (`additionalInterfaces`,
- * `supportedInterfaces`) at or under the upstream's card URL; interfaces elsewhere (another host, a
- * gRPC port) are not the gateway's and are dropped, so that no client is sent around it to the
- * upstream's own address. Each of these members is read in every spelling a lenient client reads
- * it in ({@link DROPPED_MEMBERS}): `Signatures`, `security_schemes` and `supported_interfaces` are
- * dropped or rewritten like the exact ones. Used for the public card and for the authenticated
- * extended card alike.
+ * (made over the upstream's card, not this one) are dropped.
+ *
+ * Nor are the upstream's own addresses, which would send clients around the gateway (and tell its
+ * internal names): with `a2a.url`, the card's `url` is that URL (0.3 only: 1.0 has no `url`) and
+ * so are its interfaces (`additionalInterfaces`, `supportedInterfaces`) at or under the upstream's
+ * card URL. Without it and with `endpoint` (the gateway serving the card), each interface at the
+ * upstream's origin (`upstream.url`'s, or that of the card's own endpoint) is named at the gateway
+ * under the path that reaches it through the route ({@link GatewayEndpoint.pathOf}), and the
+ * card's `url` likewise, else the route's own endpoint. Interfaces elsewhere (another host, a gRPC
+ * port, a path the route does not reach) are not the gateway's and are dropped: a client would
+ * send them the Tessera token the card asks for. Each of these members is read in every spelling a
+ * lenient client reads it in ({@link DROPPED_MEMBERS}): `Signatures`, `security_schemes` and
+ * `supported_interfaces` are dropped or rewritten like the exact ones. Used for the public card
+ * and for the authenticated extended card alike.
  */
-export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, config: CardSettings): Record<string, unknown> {
+export function withTesseraSecurity(
+  card: Readonly<Record<string, unknown>>,
+  config: CardSettings,
+  endpoint?: GatewayEndpoint,
+): Record<string, unknown> {
   const v1 = isA2aV1Card(card);
   const out: Record<string, unknown> = { ...card };
   const interfaces: string[] = [];
@@ -148,8 +208,8 @@ export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, con
     else if (INTERFACE_MEMBERS.has(n)) interfaces.push(k);
     else if (n === 'url') urls.push(k);
   }
-  if (config.url !== undefined) {
-    const to = config.url;
+  let to: string | undefined;
+  if (config.url !== undefined || endpoint !== undefined) {
     // The upstream's endpoint: its card's `url`, else (A2A 1.0 has none) its first interface's.
     let from = [card.url, ...urls.map((k) => card[k])].find((u): u is string => typeof u === 'string');
     for (const k of [...INTERFACE_LISTS, ...interfaces]) {
@@ -159,13 +219,27 @@ export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, con
         if (typeof first === 'string') from = first;
       }
     }
+    let moved: (url: unknown) => string | undefined;
+    if (config.url !== undefined) {
+      const target = config.url;
+      to = target;
+      moved = (url) => (from === undefined ? undefined : movedUrl(url, from, target));
+    } else {
+      const ep = endpoint as GatewayEndpoint;
+      const origins = new Set([ep.upstreamOrigin]);
+      const own = from === undefined ? undefined : httpOrigin(from);
+      if (own !== undefined) origins.add(own);
+      const target = gatewayUrl(from, ep, origins) ?? `${ep.base}${ep.endpoint}`;
+      to = target;
+      moved = (url) => (url === from ? target : gatewayUrl(url, ep, origins));
+    }
     for (const k of interfaces) {
       const list = out[k];
       const kept: unknown[] = [];
-      if (Array.isArray(list) && from !== undefined) {
+      if (Array.isArray(list)) {
         for (const entry of list) {
           if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) continue;
-          const url = movedUrl((entry as { url?: unknown }).url, from, to);
+          const url = moved((entry as { url?: unknown }).url);
           // Another spelling of `url` beside it (`URL`) would be the address a Go client reads.
           const rest = Object.fromEntries(Object.entries(entry).filter(([e]) => a2aFold(e) !== 'url'));
           if (url !== undefined) kept.push({ ...rest, url });
@@ -176,7 +250,7 @@ export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, con
     for (const k of urls) out[k] = to;
   }
   Object.assign(out, tesseraSecurity(config, v1));
-  if (config.url !== undefined && (!v1 || typeof card.url === 'string')) out.url = config.url;
+  if (to !== undefined && (!v1 || typeof card.url === 'string')) out.url = to;
   return out;
 }
 
@@ -185,14 +259,24 @@ const MAX_CARD_BYTES = 256 * 1024;
 /** How long after a failed card fetch the upstream is not asked again (at most `cache_ttl`). */
 const RETRY_AFTER_FAILURE_MS = 5000;
 
+/** The most renderings of one card kept (one per base URL and host it was asked for under). */
+const MAX_RENDERINGS = 16;
+
+/** A card as configured or fetched, until when it is served, and its renderings by {@link GatewayEndpoint.key}. */
+interface CachedCard {
+  readonly card: Readonly<Record<string, unknown>>;
+  readonly until: number;
+  readonly bodies: Map<string, string>;
+}
+
 /** Serves one route's agent card: configured, or fetched from the upstream and cached. */
 export class AgentCardSource {
   readonly #config: A2aConfig;
   readonly #upstream: CompiledUpstream;
   readonly #credential: { header: string; value: string } | undefined;
   readonly #clock: Clock;
-  #cached: { body: string; until: number } | undefined;
-  #fetching: Promise<string | undefined> | undefined;
+  #cached: CachedCard | undefined;
+  #fetching: Promise<CachedCard | undefined> | undefined;
   /** Until when (epoch ms) a failed fetch is not tried again. */
   #failedUntil = 0;
 
@@ -206,8 +290,7 @@ export class AgentCardSource {
     this.#upstream = options.upstream;
     this.#credential = options.credential;
     this.#clock = options.clock;
-    if (options.config.card)
-      this.#cached = { body: JSON.stringify(withTesseraSecurity(options.config.card, options.config)), until: Infinity };
+    if (options.config.card) this.#cached = { card: options.config.card, until: Infinity, bodies: new Map() };
   }
 
   /** The route's `a2a` settings (the extended card is rewritten with them). */
@@ -220,24 +303,51 @@ export class AgentCardSource {
   }
 
   /**
-   * The card as JSON text, or `undefined` when it cannot be had (no config, upstream down). After a
-   * failed fetch the upstream is not asked again for {@link RETRY_AFTER_FAILURE_MS} (at most
-   * `cache_ttl`): the card is public, and each anonymous request must not become an upstream request.
+   * Whether the card served depends on where the caller reached the gateway: no `a2a.url`, so its
+   * URLs are `endpoint`'s ({@link withTesseraSecurity}).
    */
-  async body(): Promise<string | undefined> {
+  get perEndpoint(): boolean {
+    return this.#config.url === undefined;
+  }
+
+  /**
+   * The card as JSON text, as served at `endpoint`, or `undefined` when it cannot be had (no
+   * config, upstream down). After a failed fetch the upstream is not asked again for
+   * {@link RETRY_AFTER_FAILURE_MS} (at most `cache_ttl`): the card is public, and each anonymous
+   * request must not become an upstream request.
+   */
+  async body(endpoint: GatewayEndpoint): Promise<string | undefined> {
+    const cached = await this.#current();
+    return cached === undefined ? undefined : this.#render(cached, endpoint);
+  }
+
+  async #current(): Promise<CachedCard | undefined> {
     const now = this.#clock();
-    if (this.#cached && now < this.#cached.until) return this.#cached.body;
-    if (now < this.#failedUntil) return this.#cached?.body;
+    if (this.#cached && now < this.#cached.until) return this.#cached;
+    if (now < this.#failedUntil) return this.#cached;
     this.#fetching ??= this.#fetch().finally(() => {
       this.#fetching = undefined;
     });
     const fetched = await this.#fetching;
     if (fetched === undefined) this.#failedUntil = this.#clock() + Math.min(RETRY_AFTER_FAILURE_MS, this.#config.cache_ttl * 1000);
     // Serve the last good card when the upstream fails.
-    return fetched ?? this.#cached?.body;
+    return fetched ?? this.#cached;
   }
 
-  async #fetch(): Promise<string | undefined> {
+  /** The card rewritten for `endpoint`, kept for the next caller reaching the gateway alike. */
+  #render(cached: CachedCard, endpoint: GatewayEndpoint): string {
+    const key = this.perEndpoint ? endpoint.key : '';
+    let body = cached.bodies.get(key);
+    if (body === undefined) {
+      body = JSON.stringify(withTesseraSecurity(cached.card, this.#config, endpoint));
+      // A caller names its Host: keep a few, the oldest out first.
+      if (cached.bodies.size >= MAX_RENDERINGS) cached.bodies.delete(cached.bodies.keys().next().value as string);
+      cached.bodies.set(key, body);
+    }
+    return body;
+  }
+
+  async #fetch(): Promise<CachedCard | undefined> {
     const u = this.#upstream;
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.#credential) headers[this.#credential.header] = this.#credential.value;
@@ -266,9 +376,8 @@ export class AgentCardSource {
       }
       const card = JSON.parse(Buffer.concat(chunks, total).toString('utf8')) as unknown;
       if (typeof card !== 'object' || card === null || Array.isArray(card)) return undefined;
-      const body = JSON.stringify(withTesseraSecurity(card as Record<string, unknown>, this.#config));
-      this.#cached = { body, until: this.#clock() + this.#config.cache_ttl * 1000 };
-      return body;
+      this.#cached = { card: card as Record<string, unknown>, until: this.#clock() + this.#config.cache_ttl * 1000, bodies: new Map() };
+      return this.#cached;
     } catch {
       return undefined;
     }
@@ -401,7 +510,12 @@ export class ExtendedCardInvalid extends Error {
  * JSON object (the card); JSON-RPC, an object whose `result` is the card (rewritten), or an error
  * response (no `result`), passed as it is.
  */
-export function rewriteExtendedCard(text: string, form: ExtendedCardForm, config: A2aConfig): string | undefined {
+export function rewriteExtendedCard(
+  text: string,
+  form: ExtendedCardForm,
+  config: A2aConfig,
+  endpoint?: GatewayEndpoint,
+): string | undefined {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -410,10 +524,10 @@ export function rewriteExtendedCard(text: string, form: ExtendedCardForm, config
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
   const object = value as Record<string, unknown>;
-  if (form === 'rest') return JSON.stringify(withTesseraSecurity(object, config));
+  if (form === 'rest') return JSON.stringify(withTesseraSecurity(object, config, endpoint));
   const result = object.result;
   if (typeof result === 'object' && result !== null && !Array.isArray(result)) {
-    return JSON.stringify({ ...object, result: withTesseraSecurity(result as Record<string, unknown>, config) });
+    return JSON.stringify({ ...object, result: withTesseraSecurity(result as Record<string, unknown>, config, endpoint) });
   }
   if (result === undefined && typeof object.error === 'object' && object.error !== null) return JSON.stringify(object);
   return undefined;
@@ -435,6 +549,7 @@ export function isJsonType(value: string | undefined): boolean {
 export class ExtendedCardForwardHandler extends ForwardHandler {
   readonly #form: ExtendedCardForm;
   readonly #config: A2aConfig;
+  readonly #endpoint: GatewayEndpoint | undefined;
   #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
   readonly #chunks: Buffer[] = [];
   #total = 0;
@@ -446,10 +561,12 @@ export class ExtendedCardForwardHandler extends ForwardHandler {
     form: ExtendedCardForm,
     config: A2aConfig,
     ownCredential = false,
+    endpoint?: GatewayEndpoint,
   ) {
     super(res, cb, extra, ownCredential);
     this.#form = form;
     this.#config = config;
+    this.#endpoint = endpoint;
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
@@ -494,7 +611,7 @@ export class ExtendedCardForwardHandler extends ForwardHandler {
     } catch {
       text = undefined;
     }
-    const body = text === undefined ? undefined : rewriteExtendedCard(text, this.#form, this.#config);
+    const body = text === undefined ? undefined : rewriteExtendedCard(text, this.#form, this.#config, this.#endpoint);
     if (body === undefined) {
       // The exchange is over upstream: fail it here (502 to the caller, nothing relayed).
       this.onError(new ExtendedCardInvalid());
