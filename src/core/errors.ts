@@ -552,6 +552,12 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The upstream service is unavailable.',
   },
+  // A task list (`result.tasks`) outside the answer to a tasks/list (gateway/mcp/task-list.ts).
+  mcp_upstream_task_list_refused: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
   mcp_forward_auth_refused: {
     status: 404,
     error: 'not_found',

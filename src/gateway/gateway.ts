@@ -994,22 +994,24 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   /**
    * A tools/list answer the gateway could not filter: recorded, counted and told to the operator;
    * `cut` when it came in an event stream already relayed in part, which the gateway ended there.
+   * `tasks`: what it refused is a task list outside the answer to a tasks/list (`mcp.list_tasks`),
+   * its own reason, metric kind and message: an upstream relaying its task list where it must not.
    */
-  function toolsListInvalid(x: Exchange, route: CompiledRoute, cut = false): void {
-    (x.detail ??= {}).tools_list = 'mcp_tools_list_invalid';
-    metrics.upstreamError(route.id, 'tools_list_invalid');
-    logger.warn(
-      {
-        event: 'upstream_error',
-        reason_id: 'mcp_tools_list_invalid',
-        route: route.id,
-        kind: 'tools_list_invalid',
-        request_id: x.requestId,
-        ...(cut ? { stream_cut: true } : {}),
-      },
-      cut
+  function toolsListInvalid(x: Exchange, route: CompiledRoute, cut = false, tasks = false): void {
+    const code = tasks ? 'mcp_upstream_task_list_refused' : 'mcp_tools_list_invalid';
+    const kind = tasks ? 'task_list_refused' : 'tools_list_invalid';
+    (x.detail ??= {})[tasks ? 'task_list' : 'tools_list'] = code;
+    metrics.upstreamError(route.id, kind);
+    const message = tasks
+      ? cut
+        ? 'the upstream sent a task list in an event stream outside the answer to a tasks/list; it was not relayed and the stream was cut'
+        : 'the upstream sent a task list outside the answer to a tasks/list (another answer, a GET stream, the legacy transport’s stream); it was not relayed'
+      : cut
         ? 'the upstream sent a tools list in an event stream the gateway cannot read whole and filter; it was not relayed and the stream was cut'
-        : 'the upstream sent a tools list (a tools/list answer, or a response in an event stream) the gateway cannot read whole and filter; it was not relayed',
+        : 'the upstream sent a tools list (a tools/list answer, or a response in an event stream) the gateway cannot read whole and filter; it was not relayed';
+    logger.warn(
+      { event: 'upstream_error', reason_id: code, route: route.id, kind, request_id: x.requestId, ...(cut ? { stream_cut: true } : {}) },
+      message,
     );
   }
 
@@ -1310,7 +1312,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
                 (isDecidableName(name) && route.pipeline.authz.authorize(greq, principal, { tool: name, method: 'tools/call' }).ok),
               refuseTasks: readTasks && rpc.method !== 'tasks/list',
               report: (outcome) => {
-                if (outcome === 'invalid') toolsListInvalid(x, route);
+                if (outcome === 'invalid' || outcome === 'tasks') toolsListInvalid(x, route, false, outcome === 'tasks');
                 else if (m.filterToolsList) {
                   const detail = (x.detail ??= {});
                   detail.tools_hidden = ((detail.tools_hidden as number | undefined) ?? 0) + outcome;
@@ -2132,7 +2134,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         else {
           // A tools/list stream cut: an event read as a notification turned out to carry a result.
           const f = upstreamFailure(error);
-          if (error instanceof ToolsListInvalid) toolsListInvalid(x, this.route, true);
+          if (error instanceof ToolsListInvalid) toolsListInvalid(x, this.route, true, error.code === 'mcp_upstream_task_list_refused');
           else metrics.upstreamError(this.route.id, f.kind);
           // A legacy HTTP+SSE endpoint event whose session could not be bound (mcp/legacy.ts).
           if (error instanceof UpstreamSessionInvalid)
@@ -2159,8 +2161,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
       } else if (error instanceof ToolsListInvalid && !res.destroyed) {
         // A JSON-RPC error, as the caller's client reads one, echoing the request's id; nothing of the upstream's answer.
-        toolsListInvalid(x, route, res.headersSent);
-        x.reason = 'mcp_tools_list_invalid';
+        toolsListInvalid(x, route, res.headersSent, error.code === 'mcp_upstream_task_list_refused');
+        x.reason = error.code;
         x.status = 502;
         writeRpcError(x, res, 502, RPC_SERVER_ERROR, TOOLS_LIST_ERROR_MESSAGE, this.toolsListId ?? null);
         finish(x);

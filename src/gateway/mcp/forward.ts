@@ -17,7 +17,7 @@ import { EventIdSigner, isEventStream } from './events.ts';
 import { EndpointSigner } from './legacy.ts';
 import { isJsonContentType, RPC_SERVER_ERROR, rpcErrorBody } from './message.ts';
 import { validSessionId } from './sessions.ts';
-import { filterToolsMessage, MessageKeys, ToolsListEvents, type ToolsListFilter, ToolsListInvalid } from './tools-list.ts';
+import { filterToolsMessage, MessageKeys, type Refusal, ToolsListEvents, type ToolsListFilter, ToolsListInvalid } from './tools-list.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -67,8 +67,8 @@ export interface McpSigning {
  * `listing: false`, the event stream answering any other request of an MCP route (a GET's included).
  */
 export interface ToolsListForward extends ToolsListFilter {
-  /** Once per response: how many tools it no longer lists, or `'invalid'` when it was refused. */
-  readonly report: (outcome: number | 'invalid') => void;
+  /** Once per response: how many tools it no longer lists, or why it was refused ({@link Refusal}). */
+  readonly report: (outcome: number | Refusal) => void;
 }
 
 /** The UTF-8 byte-order mark, which a client's JSON decoding (fetch's `json()`) skips. */
@@ -306,7 +306,7 @@ export class SessionForwardHandler extends ForwardHandler {
       out = tools.push(chunk);
       if (tools.failed) {
         if (out.length > 0) this.#send(out);
-        this.abort(new ToolsListInvalid());
+        this.abort(new ToolsListInvalid(tools.failedTasks));
         return false;
       }
     }
@@ -354,7 +354,7 @@ export class SessionForwardHandler extends ForwardHandler {
     answer.keys.feed(bytes);
     if (answer.streaming) {
       if (mayList(answer.keys)) {
-        this.abort(new ToolsListInvalid());
+        this.abort(new ToolsListInvalid(answer.keys.mayListTasks));
         return false;
       }
       return super.onData(chunk);
@@ -363,7 +363,7 @@ export class SessionForwardHandler extends ForwardHandler {
     answer.total += chunk.length;
     if (answer.total <= (this.#tools as ToolsListForward).limit) return true;
     if (mayList(answer.keys)) {
-      this.abort(new ToolsListInvalid());
+      this.abort(new ToolsListInvalid(answer.keys.mayListTasks));
       return false;
     }
     answer.streaming = true;
@@ -391,7 +391,7 @@ export class SessionForwardHandler extends ForwardHandler {
     }
     const filtered = text === undefined ? undefined : filterToolsMessage(text, { ...tools, listing: false });
     if (filtered === undefined || !filtered.ok) {
-      this.onError(new ToolsListInvalid());
+      this.onError(new ToolsListInvalid(filtered?.tasks === true));
       return;
     }
     if (filtered.listed) tools.report(filtered.hidden);
@@ -437,7 +437,7 @@ export class SessionForwardHandler extends ForwardHandler {
     const filtered = text === undefined ? undefined : filterToolsMessage(text, tools);
     if (filtered === undefined || !filtered.ok) {
       // The exchange is over upstream: fail it here (nothing relayed).
-      this.onError(new ToolsListInvalid());
+      this.onError(new ToolsListInvalid(filtered?.tasks === true));
       return;
     }
     tools.report(filtered.hidden);

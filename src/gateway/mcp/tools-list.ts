@@ -28,14 +28,23 @@ import {
   rpcErrorBody,
 } from './message.ts';
 
-/** The tools/list answer could not be read whole and filtered: nothing of it is relayed. */
+/**
+ * The tools/list answer could not be read whole and filtered: nothing of it is relayed. With
+ * `tasks`, what was refused is a task list outside the answer to a tasks/list (`refuseTasks`): its
+ * own reason (`mcp_upstream_task_list_refused`), so an operator tells an upstream relaying its task
+ * list where it must not from a tools list the gateway could not read.
+ */
 export class ToolsListInvalid extends Error {
   override readonly name = 'ToolsListInvalid';
-  readonly code = 'mcp_tools_list_invalid';
-  constructor() {
-    super('the upstream tools/list result cannot be filtered');
+  readonly code: 'mcp_tools_list_invalid' | 'mcp_upstream_task_list_refused';
+  constructor(tasks = false) {
+    super(tasks ? 'the upstream sent a task list outside the answer to a tasks/list' : 'the upstream tools/list result cannot be filtered');
+    this.code = tasks ? 'mcp_upstream_task_list_refused' : 'mcp_tools_list_invalid';
   }
 }
+
+/** How a response refused is reported: a tools list that cannot be filtered, or a task list where none may be. */
+export type Refusal = 'invalid' | 'tasks';
 
 /** How one tools/list answer, or one event stream of an MCP route, is filtered. */
 export interface ToolsListFilter {
@@ -63,12 +72,16 @@ export interface ToolsListFilter {
   readonly refuseTasks?: boolean;
 }
 
-/** A message rewritten, with how many tools it no longer lists (`listed`: it had a `tools` list); or refused. */
+/**
+ * A message rewritten, with how many tools it no longer lists (`listed`: it had a `tools` list); or
+ * refused (`tasks`: for a task list, `refuseTasks`).
+ */
 export type FilteredMessage =
   | { readonly ok: true; readonly text: string; readonly hidden: number; readonly listed: boolean }
-  | { readonly ok: false };
+  | { readonly ok: false; readonly tasks?: true };
 
 const REFUSED: FilteredMessage = Object.freeze({ ok: false });
+const REFUSED_TASKS: FilteredMessage = Object.freeze({ ok: false, tasks: true });
 
 /** The fixed description of the JSON-RPC error a refused answer becomes (as for any upstream failure). */
 export const TOOLS_LIST_ERROR_MESSAGE = 'The upstream service is unavailable.';
@@ -79,7 +92,7 @@ export function toolsListError(id: string | number | null): string {
 }
 
 const TOOLS_MEMBERS: readonly string[] = ['tools'];
-const TOOLS_TASKS_MEMBERS: readonly string[] = ['tools', 'tasks'];
+const TASKS_MEMBERS: readonly string[] = ['tasks'];
 const TOOL_MEMBERS: readonly string[] = ['name'];
 
 /**
@@ -106,8 +119,9 @@ export function filterToolsMessage(text: string, filter: ToolsListFilter): Filte
   if (!isObject(message) || hasDuplicateKeys(text) || hasMemberLookalike(message, MESSAGE_MEMBERS) || 'method' in message) return REFUSED;
   const result = message.result;
   if (result === undefined) return isObject(message.error) ? { ok: true, text, hidden: 0, listed: false } : REFUSED;
-  if (!isObject(result) || hasMemberLookalike(result, filter.refuseTasks === true ? TOOLS_TASKS_MEMBERS : TOOLS_MEMBERS)) return REFUSED;
-  if (filter.refuseTasks === true && result.tasks !== undefined) return REFUSED;
+  if (!isObject(result)) return REFUSED;
+  if (filter.refuseTasks === true && (result.tasks !== undefined || hasMemberLookalike(result, TASKS_MEMBERS))) return REFUSED_TASKS;
+  if (hasMemberLookalike(result, TOOLS_MEMBERS)) return REFUSED;
   const tools = result.tools;
   if (tools === undefined)
     return filter.listing !== false && message.id === filter.id ? REFUSED : { ok: true, text, hidden: 0, listed: false };
@@ -185,6 +199,8 @@ export class MessageKeys {
    * message may carry a tools list. Once set, it stays set.
    */
   mayListTools = false;
+  /** Of those, a member read as `tasks` (with `tasks`): a task list. Once set, it stays set. */
+  mayListTasks = false;
   #depth = 0;
   #closed = false;
   #inString = false;
@@ -284,7 +300,8 @@ export class MessageKeys {
     const name = key === undefined ? undefined : memberFold(key);
     if (this.#depth === 2) {
       // A member of the result.
-      if (name === undefined || name === 'tools' || (this.#tasks && name === 'tasks')) this.mayListTools = true;
+      if (name === undefined || name === 'tools') this.mayListTools = true;
+      else if (this.#tasks && name === 'tasks') this.mayListTools = this.mayListTasks = true;
       return;
     }
     // A top-level key: one that cannot be read may be `result` (its members are read as result's).
@@ -358,13 +375,15 @@ type Mode =
  */
 export class ToolsListEvents {
   readonly #filter: ToolsListFilter;
-  /** Called once per response filtered, with how many tools it hid, or `'invalid'` when it was refused. */
-  readonly #report: (outcome: number | 'invalid') => void;
+  /** Called once per response filtered, with how many tools it hid, or why it was refused ({@link Refusal}). */
+  readonly #report: (outcome: number | Refusal) => void;
   /**
    * An event read as a notification turned out to carry a response, or a response streamed past the
    * limit turned out to list tools: the stream must be cut now.
    */
   failed = false;
+  /** {@link failed} for a task list (`refuseTasks`): the stream is cut for that reason. */
+  failedTasks = false;
 
   #mode: Mode = 'scan';
   #keys: MessageKeys;
@@ -392,7 +411,7 @@ export class ToolsListEvents {
   /** The current event is the stream's first: its bytes may open with the stream's BOM. */
   #firstEvent = true;
 
-  constructor(filter: ToolsListFilter, report: (outcome: number | 'invalid') => void) {
+  constructor(filter: ToolsListFilter, report: (outcome: number | Refusal) => void) {
     this.#filter = filter;
     this.#report = report;
     this.#keys = new MessageKeys(filter.refuseTasks === true);
@@ -488,7 +507,10 @@ export class ToolsListEvents {
     this.#keys.feed(bytes);
     const kind = this.#keys.kind;
     if (this.#mode === 'stream') {
-      if (this.#keys.mayListTools || kind === 'ambiguous') this.failed = true;
+      if (this.#keys.mayListTools || kind === 'ambiguous') {
+        this.failed = true;
+        this.failedTasks = this.#keys.mayListTasks;
+      }
     } else if (this.#mode === 'scan') {
       if (kind === 'message' || kind === 'other') {
         // Not a response: what was held goes out, and the rest of the event as it comes.
@@ -549,7 +571,7 @@ export class ToolsListEvents {
     if (mode === 'scan') this.#release(out);
     else if (mode === 'hold') out.push(this.#rewrite(Buffer.concat(this.#held, this.#heldBytes)));
     else if (mode === 'overflow') {
-      this.#report('invalid');
+      this.#report(this.#keys.mayListTasks ? 'tasks' : 'invalid');
       out.push(Buffer.from(`event: message\ndata: ${toolsListError(this.#filter.id)}\n\n`));
     }
     this.#mode = 'scan';
@@ -588,7 +610,7 @@ export class ToolsListEvents {
     }
     const filtered = text === undefined ? REFUSED : filterToolsMessage(text, this.#filter);
     // Outside a tools/list, only a response that listed tools is reported.
-    if (!filtered.ok) this.#report('invalid');
+    if (!filtered.ok) this.#report(filtered.tasks === true ? 'tasks' : 'invalid');
     else if (filtered.listed || this.#filter.listing !== false) this.#report(filtered.hidden);
     // A rewritten message goes out on one data line (JSON.stringify writes no line break); one passed
     // as it was, on as many as it came on (its line breaks are the LFs the data lines were joined with).

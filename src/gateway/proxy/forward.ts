@@ -115,6 +115,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // An MCP tools/list answer the gateway cannot read whole and filter (mcp/tools-list.ts).
     case 'mcp_tools_list_invalid':
       return { code: 'mcp_tools_list_invalid', kind: 'tools_list_invalid' };
+    // …or a task list outside the answer to a tasks/list (mcp.list_tasks: mcp/task-list.ts).
+    case 'mcp_upstream_task_list_refused':
+      return { code: 'mcp_upstream_task_list_refused', kind: 'task_list_refused' };
     // An A2A extended agent card the gateway cannot read whole and rewrite (a2a/card.ts).
     case 'a2a_extended_card_invalid':
       return { code: 'a2a_extended_card_invalid', kind: 'extended_card_invalid' };

@@ -327,7 +327,7 @@ describe('ToolsListEvents: a response past the limit streams unless it lists too
   /** The stream pushed whole, and a byte at a time: what went out each way, whether it was cut, what was reported. */
   const run = (stream: string, f: ConstructorParameters<typeof ToolsListEvents>[0] = filter) =>
     [[Buffer.from(stream)], [...Buffer.from(stream)].map((b) => Buffer.from([b]))].map((chunks) => {
-      const reports: (number | 'invalid')[] = [];
+      const reports: (number | 'invalid' | 'tasks')[] = [];
       const tools = new ToolsListEvents(f, (r) => reports.push(r));
       const out: Buffer[] = [];
       for (const c of chunks) {
