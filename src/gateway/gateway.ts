@@ -1540,11 +1540,19 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
             // pair left half renewed by checkMcpTask: the count record gone, the other live).
             const recorded = await taskOwners.ownerOf(route, 'mcp_task', id, now);
             if (recorded !== undefined && recorded !== record) return 'foreign';
-            const counted = await taskOwners.claim(route, 'mcp_task_principal', id, owner, now, ttlMs, limit);
-            // Counted: the owner-and-tool record is claimed without the limit, the count above is the
-            // cap ('full' here would leave that count held). Another owner can claim the id in between
-            // only with its principal's count, which the caller's now holds.
-            return counted === 'owned' ? taskOwners.claim(route, 'mcp_task', id, record, now, ttlMs) : counted;
+            try {
+              const counted = await taskOwners.claim(route, 'mcp_task_principal', id, owner, now, ttlMs, limit);
+              // Counted: the owner-and-tool record is claimed without the limit, the count above is the
+              // cap ('full' here would leave that count held). Another owner can claim the id in between
+              // only with its principal's count, which the caller's now holds.
+              return counted === 'owned' ? await taskOwners.claim(route, 'mcp_task', id, record, now, ttlMs) : counted;
+            } catch (e) {
+              // A new task not recorded (the store failed after the count was claimed, or may have): its
+              // count would hold one of the caller's places until task_ttl for a task it never gets (the
+              // answer is refused), and store errors repeated would lock it out. Taken back.
+              if (recorded === undefined) await releaseMcpTask(route, id, owner, record, now);
+              throw e;
+            }
           }),
         );
         return claims.includes('foreign') ? 'foreign' : claims.includes('full') ? 'full' : 'recorded';
@@ -1554,6 +1562,22 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       }
     };
     return withinDeadline(route, claimed, 'mcp');
+  }
+
+  /**
+   * Take back what {@link recordMcpTasks} claimed for the new task `id` it could not record: its
+   * owner-and-tool record (`record`), if written, then its principal's count record, unless an
+   * owner-and-tool record of the id remains (another answer's, which the count then counts). Best
+   * effort: a store still failing leaves the count to expire with task_ttl, as before.
+   */
+  async function releaseMcpTask(route: string, id: string, owner: string, record: string, now: number): Promise<void> {
+    try {
+      await taskOwners.release(route, 'mcp_task', id, record);
+      if ((await taskOwners.ownerOf(route, 'mcp_task', id, now)) === undefined)
+        await taskOwners.release(route, 'mcp_task_principal', id, owner);
+    } catch {
+      // The claim's own error is what is reported.
+    }
   }
 
   /**

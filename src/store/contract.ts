@@ -879,6 +879,15 @@ export interface Store {
     now: number,
     limit?: number,
   ): Promise<A2aTaskRecord | 'full'>;
+  /**
+   * Take back a claim: delete the record of `id` when it is `owner`'s (live or expired), so it no
+   * longer counts against `owner`'s `limit` and the id is anyone's again; another owner's record is
+   * left as it is. True when a record was deleted. The gateway releases what it claimed for an MCP
+   * task it could not finish recording (its principal's count claimed, its owner-and-tool record
+   * not), which would otherwise hold one of the principal's `mcp.max_tasks_per_principal` places
+   * until `task_ttl` for a task it never got.
+   */
+  releaseA2aTask(route: string, kind: A2aIdKind, id: string, owner: string): Promise<boolean>;
   /** The record of the A2A task or context `id` of `route` (its owner and expiry), unless there is none or it expired at `now`. */
   a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<A2aTaskRecord | undefined>;
 

@@ -2110,6 +2110,26 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         assert.equal(results.filter((r) => r === 'full').length, 6);
       });
 
+      it('release: the owner’s record is taken back (no longer counted against `limit`, anyone’s to claim); another owner’s is left', async () => {
+        const now = clock.now();
+        const route = uid('route');
+        const [a, b] = [uid('t'), uid('t')];
+        assert.equal(await claim(route, 'mcp_task_principal', a, 'alice', now + 100, now, 1), 'alice');
+        // At her limit: a second claim is refused until the first is taken back (the gateway could not record its task).
+        assert.equal(await claim(route, 'mcp_task_principal', b, 'alice', now + 100, now, 1), 'full');
+        assert.equal(await store.releaseA2aTask(route, 'mcp_task_principal', a, 'alice'), true);
+        assert.equal(await ownerAt(route, 'mcp_task_principal', a, now), undefined);
+        assert.equal(await claim(route, 'mcp_task_principal', b, 'alice', now + 100, now, 1), 'alice');
+        // Another owner’s record, another kind or route of the id, and none at all are left as they are.
+        assert.equal(await store.releaseA2aTask(route, 'mcp_task_principal', b, 'bob'), false);
+        assert.equal(await store.releaseA2aTask(route, 'mcp_task', b, 'alice'), false);
+        assert.equal(await store.releaseA2aTask(uid('route'), 'mcp_task_principal', b, 'alice'), false);
+        assert.equal(await store.releaseA2aTask(route, 'mcp_task_principal', a, 'alice'), false);
+        assert.equal(await ownerAt(route, 'mcp_task_principal', b, now), 'alice');
+        // Released, the id is anyone’s.
+        assert.equal(await claim(route, 'mcp_task_principal', a, 'bob', now + 100, now, 1), 'bob');
+      });
+
       it('prune drops expired records and keeps live ones', async () => {
         const now = clock.now();
         const gone = uid('task');

@@ -80,6 +80,8 @@ export interface TaskRegistry {
    * live ones on `route` already and it would be a new one (see {@link TaskOwners.claim}).
    */
   claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number, limit?: number): Promise<Claim>;
+  /** Take back `owner`'s record of `id` (no longer counted, anyone's again); another owner's is left. */
+  release(route: string, kind: IdKind, id: string, owner: string): Promise<void>;
 }
 
 /** {@link TaskOwners} (this process only) as a {@link TaskRegistry}. */
@@ -87,10 +89,15 @@ export function memoryTaskRegistry(owners: TaskOwners = new TaskOwners()): TaskR
   return {
     ownerOf: async (route, kind, id, now) => owners.ownerOf(route, kind, id, now),
     claim: async (route, kind, id, owner, now, ttlMs, limit) => owners.claim(route, kind, id, owner, now, ttlMs, limit),
+    release: async (route, kind, id, owner) => owners.release(route, kind, id, owner),
   };
 }
 
-/** What {@link StoreTaskOwners} needs of the store (`Store.claimA2aTask`, `Store.a2aTaskOwner`; times in epoch seconds). */
+/**
+ * What {@link StoreTaskOwners} needs of the store (`Store.claimA2aTask`, `Store.a2aTaskOwner`,
+ * `Store.releaseA2aTask`; times in epoch seconds). Without `releaseA2aTask` nothing is taken back: a
+ * claim stands until it expires.
+ */
 export interface TaskStore {
   claimA2aTask(
     route: string,
@@ -107,6 +114,7 @@ export interface TaskStore {
     id: string,
     now: number,
   ): Promise<{ readonly owner: string; readonly expiresAt: number } | undefined>;
+  releaseA2aTask?(route: string, kind: IdKind, id: string, owner: string): Promise<boolean>;
 }
 
 /**
@@ -116,7 +124,9 @@ export interface TaskStore {
  *
  * A cache in this process holds the records the store answered, each until the expiry the store
  * gave it: a record's owner never changes before it expires (a claim by another owner leaves it,
- * and only the owner's own claims extend it), so a cached owner is never stale. An id the store
+ * and only the owner's own claims extend it), so a cached owner is never stale. The one exception,
+ * {@link StoreTaskOwners.release}, takes back only what the gateway claimed for an MCP task it could
+ * not finish recording (its id never reached a caller), forgotten here too. An id the store
  * does not know is never cached: another instance may record it the next moment. The owner naming
  * its own id again extends its record in the store only once it would end more than
  * {@link RENEW_SLACK_MS} (at most a tenth of the ttl) before `now + ttl`: a record stays at
@@ -155,6 +165,13 @@ export class StoreTaskOwners implements TaskRegistry {
     if (r === 'full') return 'full';
     this.#remember(key, r.owner, r.expiresAt * 1000);
     return r.owner === owner ? 'owned' : 'foreign';
+  }
+
+  async release(route: string, kind: IdKind, id: string, owner: string): Promise<void> {
+    const key = keyOf(route, kind, id);
+    // Forgotten first: a record answered later is read from the store again.
+    if (this.#cache.get(key)?.owner === owner) this.#cache.delete(key);
+    await this.#store.releaseA2aTask?.(route, kind, id, owner);
   }
 
   #cached(key: string, now: number): { owner: string; until: number } | undefined {
@@ -239,6 +256,13 @@ export class TaskOwners {
     } else this.#entries.delete(key);
     this.#entries.set(key, { owner, until: now + ttlMs, route });
     return 'owned';
+  }
+
+  /** Take back `owner`'s entry of `id` (no longer counted against its limit); another owner's is left. */
+  release(route: string, kind: IdKind, id: string, owner: string): void {
+    const key = keyOf(route, kind, id);
+    const e = this.#entries.get(key);
+    if (e !== undefined && e.owner === owner) this.#delete(key, route, owner);
   }
 
   #delete(key: string, route: string, owner: string): void {

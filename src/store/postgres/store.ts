@@ -1897,6 +1897,10 @@ export class PostgresStore implements Store {
     });
   }
 
+  async releaseA2aTask(route: string, kind: A2aIdKind, id: string, owner: string): Promise<boolean> {
+    return (await this.#write('DELETE FROM a2a_tasks WHERE key = $1 AND owner = $2', [a2aTaskKey(route, kind, id), owner])) === 1;
+  }
+
   async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<A2aTaskRecord | undefined> {
     const rows = await this.#q('SELECT owner, expires_at FROM a2a_tasks WHERE key = $1 AND expires_at > $2', [
       a2aTaskKey(route, kind, id),

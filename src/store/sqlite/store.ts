@@ -1045,6 +1045,18 @@ export class SqliteStore implements Store {
     }
   }
 
+  async releaseA2aTask(route: string, kind: A2aIdKind, id: string, owner: string): Promise<boolean> {
+    let result: { changes: number | bigint };
+    try {
+      result = await this.#unlocked(() =>
+        this.#stmt('DELETE FROM a2a_tasks WHERE key = ? AND owner = ?').run(a2aTaskKey(route, kind, id), owner),
+      );
+    } catch (e) {
+      throw busy(e, this.#path);
+    }
+    return Number(result.changes) === 1;
+  }
+
   async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<A2aTaskRecord | undefined> {
     return this.#read(() => {
       const row = this.#stmt('SELECT owner, expires_at FROM a2a_tasks WHERE key = ? AND expires_at > ?').get(

@@ -29,6 +29,17 @@ describe('TaskOwners', () => {
     assert.equal(owners.claim('r', 'task', 'd', 'alice', 100, 100, 2), 'owned');
     assert.equal(owners.claim('r', 'task', 'e', 'alice', 100, 100, 2), 'full');
   });
+
+  it('release takes back an owner’s entry (its place under the limit freed); another owner’s is left', () => {
+    const owners = new TaskOwners({ maxEntries: 100 });
+    assert.equal(owners.claim('r', 'mcp_task_principal', 'a', 'alice', 0, 100, 1), 'owned');
+    assert.equal(owners.claim('r', 'mcp_task_principal', 'b', 'alice', 0, 100, 1), 'full');
+    owners.release('r', 'mcp_task_principal', 'a', 'bob');
+    assert.equal(owners.ownerOf('r', 'mcp_task_principal', 'a', 0), 'alice');
+    owners.release('r', 'mcp_task_principal', 'a', 'alice');
+    assert.equal(owners.ownerOf('r', 'mcp_task_principal', 'a', 0), undefined);
+    assert.equal(owners.claim('r', 'mcp_task_principal', 'b', 'alice', 0, 100, 1), 'owned');
+  });
 });
 
 /** A store's two A2A methods over a Map (as SqliteStore keeps them), counting reads and writes; `records` is the table. */
@@ -50,12 +61,27 @@ function memoryStore() {
       const r = records.get(key(route, kind, id));
       return r === undefined || r.expiresAt <= now ? undefined : { ...r };
     },
+    async releaseA2aTask(route, kind, id, owner) {
+      calls.writes++;
+      const k = key(route, kind, id);
+      if (records.get(k)?.owner !== owner) return false;
+      return records.delete(k);
+    },
   };
   return { store, records, calls };
 }
 
 describe('StoreTaskOwners', () => {
   const DAY = 86_400_000;
+
+  it('release takes the record back in the store and forgets it here: the id is read again, anyone’s', async () => {
+    const { store } = memoryStore();
+    const a = new StoreTaskOwners(store);
+    assert.equal(await a.claim('r', 'mcp_task', 't', 'alice', 0, DAY), 'owned');
+    await a.release('r', 'mcp_task', 't', 'alice');
+    assert.equal(await a.ownerOf('r', 'mcp_task', 't', 1), undefined);
+    assert.equal(await a.claim('r', 'mcp_task', 't', 'bob', 1, DAY), 'owned');
+  });
 
   it('race across instances: an id unknown to this instance is asked of the store every time, never cached as unknown', async () => {
     const { store } = memoryStore();

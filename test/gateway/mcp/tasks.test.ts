@@ -498,3 +498,49 @@ describe('gateway: MCP tasks when the task registry (the store) fails: refused, 
     }
   });
 });
+
+describe('gateway: a task whose record fails after its principal’s count was claimed gives the place back (mcp.max_tasks_per_principal)', () => {
+  let upstream: StatelessMcpUpstream & { readonly store: InMemoryTaskStore };
+  let gw: TestGateway;
+  /** The store fails the owner-and-tool claim (the second of a new task’s two), after the count claim went through. */
+  let failTask = false;
+  const rpc = (t: string, method: string, params: unknown) => post(`${gw.url}/mcp`, t, { method, params });
+
+  before(async () => {
+    upstream = await startTaskUpstream(true);
+    const store = SqliteStore.open({ path: ':memory:' });
+    const failing = {
+      claimA2aTask: (...args: Parameters<SqliteStore['claimA2aTask']>) =>
+        failTask && args[1] === 'mcp_task' ? Promise.reject(new Error('down')) : store.claimA2aTask(...args),
+      a2aTaskOwner: (...args: Parameters<SqliteStore['a2aTaskOwner']>) => store.a2aTaskOwner(...args),
+      releaseA2aTask: (...args: Parameters<SqliteStore['releaseA2aTask']>) => store.releaseA2aTask(...args),
+    };
+    gw = await startToolsGateway([mcpRoute(upstream.url, RULES, { mcp: { max_tasks_per_principal: 1 } })], { taskStore: failing });
+  });
+  after(async () => {
+    await gw?.close();
+    await upstream?.close();
+  });
+
+  it('attack: store errors on the second claim lock a principal out until task_ttl (its cap reached with no task)', async () => {
+    const hana = await token({ sub: 'hana', scope: 'mcp:use echo:use', client_id: 'hana-agent' });
+    const call = () => rpc(hana, 'tools/call', { name: 'echo', arguments: {}, task: {} });
+    failTask = true;
+    try {
+      const refused = await call();
+      assert.equal(refused.status, 503);
+      assert.doesNotMatch(await refused.text(), /taskId/);
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'mcp_task_registry_unavailable');
+    } finally {
+      failTask = false;
+    }
+    // The store is back: her one place is free (it was held by the count of a task never recorded).
+    const own = await call();
+    assert.equal(own.status, 200, await own.clone().text());
+    const task = ((await own.json()) as { result: { task: { taskId: string } } }).result.task.taskId;
+    assert.equal((await rpc(hana, 'tasks/get', { taskId: task })).status, 200);
+    // And the cap still holds.
+    assert.equal((await call()).status, 503);
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'mcp_task_registry_full');
+  });
+});
