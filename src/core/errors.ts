@@ -580,6 +580,11 @@ export const ERROR_CODES = {
     error: 'invalid_request',
     description: 'Listing tasks is not supported through this gateway.',
   },
+  mcp_task_legacy_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'MCP tasks are not supported over the legacy HTTP+SSE transport; use Streamable HTTP.',
+  },
   mcp_task_registry_full: {
     status: 503,
     error: 'temporarily_unavailable',

@@ -1251,6 +1251,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           denyRpc(x, res, new TesseraError('mcp_task_list_refused'), RPC_METHOD_NOT_FOUND, rpcId);
           return;
         }
+        // The legacy HTTP+SSE transport answers on the session's GET stream, another exchange (maybe
+        // through another instance) that does not know which request, tool and caller a response
+        // answers: a task it creates could not be recorded (its owner would then get 404 for it, the
+        // tool having run), nor a tasks/list filtered. Refused before the upstream, saying so.
+        if (legacy.kind === 'one' && ((rpc.method === 'tools/call' && taskFacts.task === true) || rpc.method === 'tasks/list')) {
+          denyRpc(x, res, new TesseraError('mcp_task_legacy_refused'), RPC_INVALID_REQUEST, rpcId);
+          return;
+        }
         // The task a tasks/* request names, and the one any request or notification says it belongs
         // to (params._meta related-task: an upstream queues its answer to that task, or writes to it).
         const named = [

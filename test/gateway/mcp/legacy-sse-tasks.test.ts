@@ -1,7 +1,7 @@
 /**
  * The legacy HTTP+SSE transport (`SSEServerTransport`: GET /sse, POST /messages?sessionId=…) and
  * what MCP routes check: a message POSTed there is decided as on Streamable HTTP (tools/call by
- * tool, tasks bound, related-task refused), and the answers relayed on the GET stream are filtered
+ * tool, task-augmented calls and tasks/list refused, related-task refused), and the answers relayed on the GET stream are filtered
  * (tools lists) or refused. A real SDK server (one shared InMemoryTaskStore, as a server keeping
  * tasks in a database has) and real SDK clients on loopback behind the gateway.
  */
@@ -15,12 +15,7 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { InMemoryTaskStore } from '@modelcontextprotocol/sdk/experimental/tasks/stores/in-memory.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
-import {
-  CallToolResultSchema,
-  CreateTaskResultSchema,
-  GetTaskResultSchema,
-  ListTasksResultSchema,
-} from '@modelcontextprotocol/sdk/types.js';
+import { CallToolResultSchema, CreateTaskResultSchema, ListTasksResultSchema } from '@modelcontextprotocol/sdk/types.js';
 import express from 'express';
 import { z } from 'zod';
 import { mcpRoute, requestEvents, type TestGateway, token } from '../helpers.ts';
@@ -108,18 +103,32 @@ describe('gateway: MCP legacy HTTP+SSE transport, decided as Streamable HTTP (re
     assert.equal((await requestEvents(gw)).at(-1)?.reason, 'scope_insufficient');
   });
 
-  it('attack: a task-augmented tools/call on a legacy session, then tasks/get of the task (owner and another principal)', async () => {
+  it('a task-augmented tools/call on a legacy session is refused before the upstream (mcp_task_legacy_refused), not run and then unreadable', async () => {
     const alice = await connect('alice', 'mcp:use admin');
-    const created = await alice.request(
-      { method: 'tools/call', params: { name: 'admin.reset', arguments: { text: 'a' }, task: { ttl: 60_000 } } },
-      CreateTaskResultSchema,
+    // It ran, and its CreateTaskResult went on the GET stream, never recorded: even its owner then got
+    // 404 Task not found for it. Now refused up front with a reason saying why; the tool does not run.
+    await assert.rejects(
+      alice.request(
+        { method: 'tools/call', params: { name: 'admin.reset', arguments: { text: 'legacy-task' }, task: { ttl: 60_000 } } },
+        CreateTaskResultSchema,
+      ),
+      /400/,
     );
-    const taskId = created.task.taskId;
-    const bob = await connect('bob', 'mcp:use admin');
-    await assert.rejects(bob.request({ method: 'tasks/get', params: { taskId } }, GetTaskResultSchema), /404/);
-    await assert.rejects(alice.request({ method: 'tasks/get', params: { taskId } }, GetTaskResultSchema), /404/);
-    // Fail closed: a task whose CreateTaskResult went on the GET stream is never recorded, so no one reads it.
-    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'mcp_task_unknown');
+    assert.ok(!ran.includes('admin.reset:legacy-task'));
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'mcp_task_legacy_refused');
+    // The same call without params.task runs as before.
+    const plain = await alice.request(
+      { method: 'tools/call', params: { name: 'admin.reset', arguments: { text: 'legacy-plain' } } },
+      CallToolResultSchema,
+    );
+    assert.ok(plain);
+    assert.ok(ran.includes('admin.reset:legacy-plain'));
+  });
+
+  it('tasks/list on a legacy session with mcp.list_tasks is refused before the upstream (mcp_task_legacy_refused)', async () => {
+    const bob = await connect('bob', 'mcp:use echo:use', listing);
+    await assert.rejects(bob.request({ method: 'tasks/list' }, ListTasksResultSchema), /400/);
+    assert.equal((await requestEvents(listing)).at(-1)?.reason, 'mcp_task_legacy_refused');
   });
 
   it("attack: a message posted in another principal's task context (params._meta related-task) on a legacy session is refused", async () => {
@@ -145,20 +154,5 @@ describe('gateway: MCP legacy HTTP+SSE transport, decided as Streamable HTTP (re
     assert.ok(!ran.includes('echo:in-their-task'));
     assert.equal((await requestEvents(gw)).at(-1)?.reason, 'mcp_task_unknown');
     void alice;
-  });
-
-  it("attack: tasks/list on a legacy session (mcp.list_tasks): its answer, relayed on the GET stream, is refused, not every principal's tasks", async () => {
-    const theirs = (await store.createTask({ ttl: 60_000 }, 1, { method: 'tools/call', params: { name: 'admin.reset' } })).taskId;
-    const bob = await connect('bob', 'mcp:use echo:use', listing);
-    const seen: string[] = [];
-    const transport = (bob as unknown as { transport: { onmessage?: (m: unknown) => void } }).transport;
-    const onmessage = transport.onmessage;
-    transport.onmessage = (m) => {
-      seen.push(JSON.stringify(m));
-      onmessage?.(m);
-    };
-    await assert.rejects(bob.request({ method: 'tasks/list' }, ListTasksResultSchema), /-32000|unavailable/i);
-    assert.ok(seen.length > 0);
-    for (const m of seen) assert.ok(!m.includes(theirs), m);
   });
 });
