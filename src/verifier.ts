@@ -310,6 +310,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
       algorithms: i.algorithms,
       keys,
       scopeClaim: i.scope_claim,
+      clientClaim: i.client_claim,
       typ: i.token_type === undefined ? undefined : i.token_type.toLowerCase().replace(/^application\//, ''),
       requiredClaims: i.required_claims,
       clockSkew: i.clock_skew,

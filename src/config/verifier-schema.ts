@@ -83,6 +83,48 @@ const algorithm = z.enum(JWS_ALGORITHMS, {
     `${quoted(issue.input)} is not a supported algorithm; use one of ${JWS_ALGORITHMS.join(', ')} (case-sensitive; "none" is never accepted)`,
 });
 
+/** Claims a token's scopes are read from (`scope_claim`); a closed list, so a typo is a configuration error. */
+export const SCOPE_CLAIMS = ['scope', 'scopes', 'scp', 'roles', 'permissions'] as const;
+/**
+ * Claims a token's client is read from (`client_claim`). A closed list of claims identity providers
+ * write themselves: the client is a principal (revocation by client, rate-limit keys), which a
+ * claim any client can have mapped into its tokens (a custom claim, `sub`, `email`) must not name.
+ */
+type ScopeClaim = (typeof SCOPE_CLAIMS)[number];
+export const CLIENT_CLAIMS = ['client_id', 'azp', 'appid', 'cid'] as const;
+
+/**
+ * `scope_claim`: one claim of {@link SCOPE_CLAIMS}, or a non-empty list of them without repeats.
+ * Checked by hand rather than as a union of an enum and a list of it, so that a typo in a list is
+ * reported at its own item (`scope_claim[1]`) with the options, as an enum's is.
+ */
+const scopeClaim = (description: string) =>
+  // Typed as what the check lets through (a cast: a transform would hide the default from the documentation).
+  (z.union([z.string(), z.array(z.unknown())]) as unknown as z.ZodType<ScopeClaim | ScopeClaim[], string | unknown[]>)
+    .superRefine((v, ctx) => {
+      const list: unknown[] = typeof v === 'string' ? [v] : v;
+      if (list.length === 0) ctx.addIssue({ code: 'custom', message: `list at least one claim: ${SCOPE_CLAIMS.join(', ')}` });
+      for (const [i, name] of list.entries()) {
+        const path = typeof v === 'string' ? [] : [i];
+        if (!(SCOPE_CLAIMS as readonly unknown[]).includes(name)) {
+          // zod's own wording of an enum, which the configuration errors turn into "write one of … (did you mean …?)".
+          ctx.addIssue({ code: 'invalid_value', values: [...SCOPE_CLAIMS], input: name, path, message: 'Invalid option' });
+        } else if (list.indexOf(name) !== i) {
+          ctx.addIssue({ code: 'custom', path, message: `${quoted(name)} is listed twice` });
+        }
+      }
+    })
+    .default('scope')
+    // For the generated documentation (as `duration` gives its format): the shape accepted, which
+    // the hand-made check above does not show.
+    .meta({
+      description,
+      anyOf: [
+        { type: 'string', enum: [...SCOPE_CLAIMS] },
+        { type: 'array', items: { type: 'string', enum: [...SCOPE_CLAIMS] }, minItems: 1 },
+      ],
+    });
+
 /**
  * A file or directory path: a string without a NUL byte, which no file name can hold (Node would
  * refuse it only where the path is first used, with an error naming neither the setting nor why).
@@ -143,10 +185,13 @@ export const issuerSchema = z
       })
       .prefault({})
       .meta({ description: 'Remote JWKS caching.' }),
-    scope_claim: z
-      .enum(['scope', 'scopes', 'scp'])
-      .default('scope')
-      .meta({ description: 'Claim carrying granted scopes: `scope` (space-delimited), `scopes` or `scp` (array or string).' }),
+    scope_claim: scopeClaim(
+      'Claim carrying granted scopes, or a list of claims whose scopes are united (`[scp, roles]` for Microsoft Entra ID, `[scope, permissions]` for Auth0 RBAC): `scope` (a space-delimited string, RFC 9068; an array there is refused), `scopes`, `scp`, `roles` or `permissions` (an array of strings or a space-delimited string). A claim not listed is never read (`roles` grants nothing unless named here); a listed claim of the wrong shape refuses the token (`token_claim_invalid` naming it). See docs/identity-providers.md.',
+    ),
+    client_claim: z.enum(CLIENT_CLAIMS).default('client_id').meta({
+      description:
+        'Claim naming the client the token was issued to: `client_id` (RFC 9068; Auth0’s rfc9068 profile), `azp` (Auth0, Microsoft Entra ID v2, Keycloak, Google), `appid` (Entra ID v1 tokens) or `cid` (Okta). Principals carry it as their client: the audit trail’s `client_id`, identity headers, `rate_limit.key`, revocation by client. Absent: no client; "" or anything but a string refuses the token (`token_claim_invalid` naming the claim). Only this claim is read (a `client_id` beside an `azp` then counts for nothing); claim conditions of rules still name the token’s own claims (`claims: {azp: …}`).',
+    }),
     token_type: z.string().min(1).optional().meta({
       description:
         'Required `typ` header, e.g. `at+jwt` (RFC 9068); `application/` prefix and case are ignored. Unset: any `typ`, or none, except one naming another kind of JWT (`<kind>+jwt` other than `at+jwt`: a logout token’s `logout+jwt`, `secevent+jwt`, `dpop+jwt`), which is refused (`token_typ_invalid`, RFC 8725 §3.11).',
@@ -226,10 +271,9 @@ export const introspectionSchema = z
       "Tolerated clock difference for the answer `nbf` and `iat` (at most 60s), as for an issuer; an `exp` already past is refused. Counts, as an issuer's does, for the clock skew DPoP proofs get (`dpop.iat_window`).",
       60,
     ).prefault('30s'),
-    scope_claim: z
-      .enum(['scope', 'scopes', 'scp'])
-      .default('scope')
-      .meta({ description: 'Response member carrying granted scopes: `scope` (space-delimited), `scopes` or `scp` (array or string).' }),
+    scope_claim: scopeClaim(
+      'Response member carrying granted scopes, or a list of members whose scopes are united: `scope` (a space-delimited string, RFC 7662), `scopes`, `scp`, `roles` or `permissions` (an array of strings or a space-delimited string). The client is the answer’s `client_id` (RFC 7662).',
+    ),
     trust_sub_id: z.boolean().default(false).meta({
       description:
         'Believe an active answer’s RFC 9493 `sub_id` (`iss_sub` format, naming the answer’s own `sub`) as the issuer the subject belongs to: at the gateway, identity header `subject_issuer`, `rate_limit.key: subject` and the audit event’s `subject_issuer`. Turn on when the endpoint is a Tessera token service (its answer names the identity provider of a subject it took from one) or another authorization server that writes `sub_id` only for subjects it verified itself; off, the subject belongs to `issuer`. Default: off.',

@@ -48,7 +48,10 @@ describe('config: every problem with its exact path, all at once', () => {
         message:
           '"none" is not a supported algorithm; use one of ES256, ES384, ES512, EdDSA, Ed25519, RS256, RS384, RS512, PS256, PS384, PS512, HS256, HS384, HS512 (case-sensitive; "none" is never accepted)',
       },
-      { path: 'issuers[2].scope_claim', message: '"scopez" is not an option here; write one of scope, scopes, scp (did you mean scope?)' },
+      {
+        path: 'issuers[2].scope_claim',
+        message: '"scopez" is not an option here; write one of scope, scopes, scp, roles, permissions (did you mean scope?)',
+      },
       { path: 'issuers[2].max_lifetime', message: '"forever" is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)' },
       { path: 'transport.query', message: 'expected true or false (write query: true or query: false, without quotes), got a string' },
       { path: 'dpop.mode', message: '"on" is not an option here; write one of disabled, allowed, required' },

@@ -527,6 +527,17 @@ describe('RFC 7662 introspection: what an active answer must also say', () => {
     assert.ok(scope.result.ok);
     assert.deepEqual(scope.result.principal.scopes, ['api:read', 'api:write']);
   });
+
+  it('unites the members of a scope_claim list; scope stays a string there; an unlisted roles is not read', async () => {
+    const both = await answerTo({ scope: 'api:read', roles: ['api:write', 'api:read'] }, { scope_claim: ['scope', 'roles'] });
+    assert.ok(both.result.ok, both.result.ok ? '' : both.result.error.code);
+    assert.deepEqual(both.result.principal.scopes, ['api:read', 'api:write']);
+    const array = await answerTo({ scope: ['admin'], roles: ['api:read'] }, { scope_claim: ['scope', 'roles'] });
+    assert.equal(assertInvalidToken(array.result, array.verifier, 'token_claim_invalid').details.claim, 'scope');
+    const unlisted = await answerTo({ scope: 'api:read', roles: ['admin'] });
+    assert.ok(unlisted.result.ok);
+    assert.deepEqual(unlisted.result.principal.scopes, ['api:read']);
+  });
 });
 
 describe('RFC 7662 introspection beside trusted JWT issuers: which tokens go where', () => {

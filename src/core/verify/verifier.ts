@@ -50,8 +50,13 @@ export interface IssuerOptions {
   /** Algorithm allowlist for this issuer. */
   readonly algorithms: readonly JwsAlgorithm[];
   readonly keys: KeySource;
-  /** Claim holding the granted scopes. */
-  readonly scopeClaim: string;
+  /**
+   * Claim (or claims, whose scopes are united) holding the granted scopes: `scope` must be a
+   * space-delimited string (RFC 9068 §2.2.3), any other an array of strings or such a string.
+   */
+  readonly scopeClaim: string | readonly string[];
+  /** Claim naming the client (`client_id`, RFC 9068 §2.2; `azp`, `appid`, `cid` of other providers). */
+  readonly clientClaim: string;
   /**
    * Required `typ` header (e.g. `at+jwt`), compared as RFC 8725 §3.11 / RFC 9068 §4 say. When
    * `undefined`, any `typ` but one naming another kind of JWT (`<kind>+jwt` other than `at+jwt`).
@@ -92,7 +97,8 @@ export interface IntrospectionOptions {
   readonly cacheMaxTtl: number;
   /** Tolerated clock difference for `nbf` and `iat`, seconds (at most 60). */
   readonly clockSkew: number;
-  readonly scopeClaim: string;
+  /** As {@link IssuerOptions.scopeClaim}; the client is always RFC 7662's `client_id`. */
+  readonly scopeClaim: string | readonly string[];
 }
 
 export interface DpopOptions extends Omit<DpopCheckOptions, 'maxProofSize' | 'clockSkew'> {
@@ -246,6 +252,12 @@ interface Grant {
   readonly effective: EffectiveScopes;
 }
 
+/**
+ * A token's granted scopes as its issuer's scope claims give them, or the name of the claim whose
+ * shape is wrong. Made once per issuer from its configuration.
+ */
+type ScopeReader = (claims: JsonObject) => Grant | string;
+
 const NO_ACTORS: readonly Actor[] = Object.freeze([]);
 const NO_AUDIENCE: readonly string[] = Object.freeze([]);
 
@@ -381,32 +393,30 @@ function principalFrom(
   kind: Principal['kind'],
   claims: JsonObject,
   issuer: string,
-  scopeClaim: string,
+  clientClaim: string,
+  readScopes: ScopeReader,
   delegationClaim: string,
-  grantOf: (claim: unknown, arrays: boolean) => Grant | undefined,
   digest: TokenDigest,
   expiresAt: number,
 ): Principal | string {
   // Identifiers are absent or non-empty strings, and "" is refused rather than read as absent
   // (fail closed). RFC 7519 §4.1.2: `sub` identifies the principal; "" names nobody, yet would
   // enter the delegation chain, the audit trail and the identity headers as a subject. An empty
-  // `client_id` makes every such token's client one principal (policy conditions, rate-limit keys,
-  // revocation by client). An empty `jti` (RFC 7519 §4.1.7) or delegation id is no id: revoking ""
+  // client (`client_id`, or the issuer's `client_claim`) makes every such token's client one
+  // principal (policy conditions, rate-limit keys, revocation by client). An empty `jti` (RFC 7519 §4.1.7) or delegation id is no id: revoking ""
   // would revoke every such token of every issuer, and nothing else can revoke one by id.
   const sub = optionalId(claims.sub);
   if (sub === false) return 'sub';
-  const clientId = optionalId(claims.client_id);
-  if (clientId === false) return 'client_id';
+  const clientId = optionalId(Object.hasOwn(claims, clientClaim) ? claims[clientClaim] : undefined);
+  if (clientId === false) return clientClaim;
   const jti = optionalId(claims.jti);
   if (jti === false) return 'jti';
   // Configured claim names are read as the payload's own members only: a name such as
   // `constructor` or `toString` would otherwise read a function every object inherits.
   const delegationId = optionalId(Object.hasOwn(claims, delegationClaim) ? claims[delegationClaim] : undefined);
   if (delegationId === false) return delegationClaim;
-  // RFC 9068 §2.2.3, RFC 7662 §2.2: `scope` is one space-delimited string. Only the other claims
-  // (`scp`, `scopes`) may be arrays.
-  const grant = grantOf(Object.hasOwn(claims, scopeClaim) ? claims[scopeClaim] : undefined, scopeClaim !== 'scope');
-  if (grant === undefined) return scopeClaim;
+  const grant = readScopes(claims);
+  if (typeof grant === 'string') return grant;
   const actors = parseActors(claims.act);
   if (actors === undefined) return 'act';
   const aud = claims.aud;
@@ -464,14 +474,69 @@ export function dpopClockSkew(
  * allowlists as sets, static token digests; the returned closures only do per-token work.
  */
 export function compileVerifier(options: CoreVerifierOptions): Verifier {
+  const { clock, scopes, policy, revocation, staticTokens, introspection, maxTokenSize } = options;
+  // Most tokens of one client carry the same scope string: parse and expand it once.
+  const grants = new BoundedMap<string, Grant>(SCOPE_MEMO_LIMIT);
+  /** The grant a scope claim names; an array only where `arrays` (any claim but `scope`). */
+  const grantOf = (claim: unknown, arrays: boolean): Grant | undefined => {
+    if (typeof claim === 'string') {
+      let grant = grants.get(claim);
+      if (grant === undefined) {
+        const granted = Object.freeze(parseScopeClaim(claim) as string[]);
+        grant = { granted, effective: scopes.expand(granted) };
+        grants.set(claim, grant);
+      }
+      return grant;
+    }
+    if (!arrays && claim !== undefined) return undefined;
+    const granted = parseScopeClaim(claim);
+    return granted === undefined ? undefined : { granted: Object.freeze(granted), effective: scopes.expand(granted) };
+  };
+  const noGrant = grantOf(undefined, true) as Grant;
+  /**
+   * The reader of `claim`: RFC 9068 §2.2.3 and RFC 7662 §2.2 make `scope` one space-delimited
+   * string; the others (`scp`, `scopes`, `roles`, `permissions`) may be arrays. Of several claims,
+   * the scopes of those present are united; each claim present must have its shape.
+   */
+  const scopeReader = (claim: string | readonly string[]): ScopeReader => {
+    const names = typeof claim === 'string' ? [claim] : [...claim];
+    if (names.length === 1) {
+      const name = names[0] as string;
+      const arrays = name !== 'scope';
+      return (claims) => grantOf(Object.hasOwn(claims, name) ? claims[name] : undefined, arrays) ?? name;
+    }
+    return (claims) => {
+      let first: Grant | undefined;
+      let united: Set<string> | undefined;
+      for (const name of names) {
+        if (!Object.hasOwn(claims, name)) continue;
+        const grant = grantOf(claims[name], name !== 'scope');
+        if (grant === undefined) return name;
+        if (first === undefined) first = grant;
+        else {
+          united ??= new Set(first.granted);
+          for (const s of grant.granted) united.add(s);
+        }
+      }
+      // Scopes hold no space (parseScopeClaim): the united set as a scope string is the memo's key.
+      if (united !== undefined) return grantOf([...united].join(' '), false) as Grant;
+      return first ?? noGrant;
+    };
+  };
+
   const issuers = new Map(
     options.issuers.map((i) => [
       i.issuer,
-      { ...i, algorithmSet: new Set<string>(i.algorithms), refreshKeys: i.keys.refreshIfStale?.bind(i.keys) },
+      {
+        ...i,
+        readScopes: scopeReader(i.scopeClaim),
+        algorithmSet: new Set<string>(i.algorithms),
+        refreshKeys: i.keys.refreshIfStale?.bind(i.keys),
+      },
     ]),
   );
   const soleIssuer = options.issuers.length === 1 ? issuers.get((options.issuers[0] as IssuerOptions).issuer) : undefined;
-  const { clock, scopes, policy, revocation, staticTokens, introspection, maxTokenSize } = options;
+  const readIntrospectedScopes = introspection === undefined ? undefined : scopeReader(introspection.scopeClaim);
   const dpop = options.dpop;
   const dpopCheck: DpopCheckOptions = {
     ...dpop,
@@ -506,24 +571,6 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       views.set(length, view);
     }
     return view;
-  };
-
-  // Most tokens of one client carry the same scope string: parse and expand it once.
-  const grants = new BoundedMap<string, Grant>(SCOPE_MEMO_LIMIT);
-  /** The grant a scope claim names; an array only where `arrays` (any claim but `scope`). */
-  const grantOf = (claim: unknown, arrays: boolean): Grant | undefined => {
-    if (typeof claim === 'string') {
-      let grant = grants.get(claim);
-      if (grant === undefined) {
-        const granted = Object.freeze(parseScopeClaim(claim) as string[]);
-        grant = { granted, effective: scopes.expand(granted) };
-        grants.set(claim, grant);
-      }
-      return grant;
-    }
-    if (!arrays && claim !== undefined) return undefined;
-    const granted = parseScopeClaim(claim);
-    return granted === undefined ? undefined : { granted: Object.freeze(granted), effective: scopes.expand(granted) };
   };
 
   /** The refusal of `p`'s token when the revocation check gave no answer; `onRevocationFailure` is told `why`. */
@@ -685,7 +732,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     dot2: number,
     claims: JsonObject,
     header: Header,
-    issuer: IssuerOptions & { readonly refreshKeys: (() => void) | undefined },
+    issuer: IssuerOptions & { readonly refreshKeys: (() => void) | undefined; readonly readScopes: ScopeReader },
     key: VerificationKey | KeyMiss,
   ): VerifyResult {
     if (key === 'unknown') return deny('token_kid_unknown', { issuer: issuer.issuer, claim: 'kid' });
@@ -737,7 +784,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       if (!issuer.audiences.some((a) => aud.includes(a))) return deny('token_audience_invalid', claimDetails(name, 'aud'));
     } else return deny('token_claim_invalid', claimDetails(name, 'aud'));
 
-    const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, grantOf, digest, exp);
+    const principal = principalFrom('jwt', claims, iss, issuer.clientClaim, issuer.readScopes, issuer.delegationClaim, digest, exp);
     if (typeof principal === 'string') return deny('token_claim_invalid', claimDetails(name, principal));
     // Authentic but revoked (or its revocation unknown): the principal goes with the refusal so the
     // audit trail names who was refused.
@@ -833,9 +880,9 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       'introspection',
       claims,
       iss,
-      config.scopeClaim,
+      'client_id',
+      readIntrospectedScopes as ScopeReader,
       'grant_id',
-      grantOf,
       digest,
       typeof exp === 'number' ? exp : cacheUntil,
     );
