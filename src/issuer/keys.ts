@@ -5,7 +5,8 @@
  * activates `publish_ahead` later, so every verifier has fetched it before it signs; a running
  * server re-reads the keys at every sync and switches at the activation time on its own, without
  * a restart. A key whose row is deleted while still in its window stops signing (KeyManager.#vanished)
- * until that very row is written back.
+ * until that very row is written back. A rotation seals each earlier key's end into its own row
+ * (covered by its MAC, in the same store write): past it the key never signs, whatever the other rows say.
  *
  * @module
  */
@@ -16,7 +17,13 @@ import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../config/signing-alg
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { importJwk, jwkThumbprint, type VerificationKey } from '../core/jose/jwk.ts';
 import type { KeyMiss, KeySource } from '../core/ports.ts';
-import { type RemovedSigningKeyRecord, type SigningKeyRecord, type Store, StoreConflictError } from '../store/contract.ts';
+import {
+  type RemovedSigningKeyRecord,
+  type SigningKeyRecord,
+  type SigningKeySeal,
+  type Store,
+  StoreConflictError,
+} from '../store/contract.ts';
 import { deriveMacKey, type MasterKey, MasterKeyError, seal, unseal } from './secrets.ts';
 import { createSigner, generateSigningKey, type JwsSigner } from './signer.ts';
 
@@ -34,6 +41,14 @@ export interface KeyStatus {
   readonly retiresAt: number | null;
   /** When it leaves the JWKS; `null` while no successor is scheduled. */
   readonly publishedUntil: number | null;
+  /**
+   * Its end sealed into its own row when its successor was added (covered by its MAC): past it,
+   * it never signs, whatever the other rows say. `null` while none was sealed (the newest key, or
+   * a row written before schema 25 and not yet followed by a rotation).
+   */
+  readonly sealedEnd: number | null;
+  /** The kid of the key whose addition sealed {@link KeyStatus.sealedEnd}. */
+  readonly successor: string | null;
   /**
    * Why the stored row is refused, when it is: it is then neither published nor used to verify or
    * sign (see {@link KeyManager.reload}). Names no key material.
@@ -90,6 +105,8 @@ function sameKey(a: SigningKeyRecord, b: SigningKeyRecord): boolean {
     a.createdAt === b.createdAt &&
     a.activatesAt === b.activatesAt &&
     a.mac === b.mac &&
+    a.retiresAt === b.retiresAt &&
+    a.successorKid === b.successorKid &&
     JSON.stringify(publicPart(a.publicJwk)) === JSON.stringify(publicPart(b.publicJwk)) &&
     Object.keys(a.publicJwk).length === Object.keys(b.publicJwk).length
   );
@@ -140,10 +157,35 @@ function authenticated(r: Omit<RemovedSigningKeyRecord, 'mac'>): string {
   return JSON.stringify(['tessera signing key v2', r.kid, r.alg, publicPart(r.publicJwk), r.createdAt, r.activatesAt]);
 }
 
+/**
+ * What the MAC of a row whose end is sealed covers: {@link authenticated}'s fields and the end, so
+ * that the end can be neither moved nor stripped (a row stripped of it is checked against the
+ * fields alone, which its MAC does not cover). The sealed private key's associated data stays
+ * {@link authenticated}: sealing an end rewrites the MAC, never the private key.
+ */
+function authenticatedWithEnd(r: Omit<RemovedSigningKeyRecord, 'mac'>): string {
+  return JSON.stringify([
+    'tessera signing key v3',
+    r.kid,
+    r.alg,
+    publicPart(r.publicJwk),
+    r.createdAt,
+    r.activatesAt,
+    r.retiresAt ?? null,
+    r.successorKid ?? null,
+  ]);
+}
+
 const MAC_INFO = 'tessera signing key mac v1';
 
 function macOf(master: MasterKey, r: Omit<RemovedSigningKeyRecord, 'mac'>): string {
-  return createHmac('sha256', deriveMacKey(master, MAC_INFO)).update(authenticated(r)).digest('base64url');
+  const covered = r.retiresAt === undefined && r.successorKid === undefined ? authenticated(r) : authenticatedWithEnd(r);
+  return createHmac('sha256', deriveMacKey(master, MAC_INFO)).update(covered).digest('base64url');
+}
+
+/** What seals `r`'s end at `retiresAt`, when `successor` activates: its new MAC, written where its MAC is still `r.mac`. */
+function sealOf(master: MasterKey, r: SigningKeyRecord & { mac: string }, retiresAt: number, successor: string): SigningKeySeal {
+  return { kid: r.kid, from: r.mac, retiresAt, successorKid: successor, mac: macOf(master, { ...r, retiresAt, successorKid: successor }) };
 }
 
 function macMatches(master: MasterKey, r: RemovedSigningKeyRecord): boolean {
@@ -167,12 +209,21 @@ function sealedRecord(master: MasterKey, fields: Omit<SigningKeyRecord, 'sealedP
   return { ...fields, sealedPrivateKey: seal(master, pkcs8, authenticated(fields)), mac: macOf(master, fields) };
 }
 
-/** Generate a key and its record (private key sealed under the master key, schedule authenticated). */
-export function newKeyRecord(master: MasterKey, alg: SigningAlgorithm, now: number, activatesAt: number): SigningKeyRecord {
+/**
+ * Generate a key and its record (private key sealed under the master key, schedule authenticated);
+ * with `end`, its end sealed too (a key added before a pending one, which takes over from it).
+ */
+export function newKeyRecord(
+  master: MasterKey,
+  alg: SigningAlgorithm,
+  now: number,
+  activatesAt: number,
+  end?: { readonly retiresAt: number; readonly successorKid: string },
+): SigningKeyRecord {
   const { privateKey, publicJwk } = generateSigningKey(alg);
   const kid = jwkThumbprint(publicJwk);
   const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
-  return sealedRecord(master, { kid, alg, publicJwk, createdAt: now, activatesAt }, pkcs8);
+  return sealedRecord(master, { kid, alg, publicJwk, createdAt: now, activatesAt, ...(end ?? {}) }, pkcs8);
 }
 
 /**
@@ -271,11 +322,21 @@ export class KeyManager implements KeySource {
     for (let i = 0; i < keys.length; i++) {
       const successor = keys[i + 1];
       const k = keys[i] as CompiledKey;
-      if (successor) {
-        k.retiresAt = successor.record.activatesAt;
+      // A row's sealed end (authenticated: only that of a row that passed the checks) ends it
+      // whatever follows it in the schedule as read: its successor's row deleted, or refused and
+      // so placed where its rewritten schedule says.
+      const sealed = k.invalid === undefined ? k.record.retiresAt : undefined;
+      const end =
+        successor === undefined
+          ? sealed
+          : sealed === undefined
+            ? successor.record.activatesAt
+            : Math.min(sealed, successor.record.activatesAt);
+      if (end !== undefined) {
+        k.retiresAt = end;
         // Another instance goes on signing with this key until it reads its successor (up to
         // `propagation` later: at once after `tessera keys rotate --now`).
-        k.publishedUntil = successor.record.activatesAt + (this.#schedule.propagation ?? 0) + this.#schedule.maxTokenTtl + SKEW;
+        k.publishedUntil = end + (this.#schedule.propagation ?? 0) + this.#schedule.maxTokenTtl + SKEW;
       }
     }
     this.#keys = keys;
@@ -347,7 +408,7 @@ export class KeyManager implements KeySource {
         ...base,
         verification,
         invalid:
-          'its MAC does not match its kid, alg, public key and schedule (its schedule altered, the MAC copied from another row, or another master key than the one it was made under)',
+          'its MAC does not match its kid, alg, public key and schedule (its schedule or sealed end altered or removed, the MAC copied from another row, or another master key than the one it was made under)',
       };
     }
     let privateKey: KeyObject;
@@ -376,9 +437,17 @@ export class KeyManager implements KeySource {
     return undefined;
   }
 
+  /**
+   * Whether `k`'s sealed end has passed at `now`: it then never signs, even as the last key
+   * activated (its successor's row deleted, or refused and placed before it).
+   */
+  #ended(k: CompiledKey, now: number): boolean {
+    return k.invalid === undefined && k.record.retiresAt !== undefined && k.record.retiresAt <= now;
+  }
+
   #state(k: CompiledKey, now: number, active: CompiledKey | undefined): KeyState {
     if (k.record.activatesAt > now) return 'pending';
-    if (k === active) return 'active';
+    if (k === active && !this.#ended(k, now)) return 'active';
     return k.publishedUntil !== null && k.publishedUntil < now ? 'expired' : 'retired';
   }
 
@@ -393,6 +462,8 @@ export class KeyManager implements KeySource {
       activatesAt: k.record.activatesAt,
       retiresAt: k.retiresAt,
       publishedUntil: k.publishedUntil,
+      sealedEnd: k.record.retiresAt ?? null,
+      successor: k.record.successorKid ?? null,
       ...(k.invalid !== undefined ? { invalid: k.invalid } : {}),
     }));
   }
@@ -400,7 +471,7 @@ export class KeyManager implements KeySource {
   /** The signer of the key active at `now`, or `undefined` when no key is active. */
   signer(now = this.#now()): JwsSigner | undefined {
     const k = this.#active(now);
-    return k === undefined || k.invalid !== undefined ? undefined : this.#open(k);
+    return k === undefined || k.invalid !== undefined || this.#ended(k, now) ? undefined : this.#open(k);
   }
 
   #open(k: CompiledKey): JwsSigner {
@@ -559,13 +630,55 @@ export class KeyManager implements KeySource {
     // publish_ahead is no longer than jwks_max_age. And the instance that signs may run up to SKEW
     // ahead of the clock that wrote the schedule (as a verifier's may behind at retirement).
     const { publishAhead, jwksMaxAge, propagation = 0 } = this.#schedule;
-    const record = newKeyRecord(
-      this.#master,
-      options.algorithm ?? this.#schedule.algorithm,
-      now,
-      options.immediate ? now : now + Math.max(publishAhead, jwksMaxAge + propagation + SKEW + 1),
-    );
-    const added: boolean | undefined = await this.#store.addSigningKey(record, options.unlessPending ? { unlessPendingAfter: now } : {});
+    const activatesAt = options.immediate ? now : now + Math.max(publishAhead, jwksMaxAge + propagation + SKEW + 1);
+    const master = this.#master;
+    // Where the new key sorts (see scheduleOrder): the store numbers it after every key it holds.
+    const before = (r: SigningKeyRecord) => r.activatesAt < activatesAt || (r.activatesAt === activatesAt && r.createdAt <= now);
+    let record: SigningKeyRecord;
+    let added: boolean | undefined;
+    for (let attempt = 1; ; attempt++) {
+      // Read just before the write: the keys to seal are those the store holds now.
+      await this.reload();
+      const trusted = this.#keys.filter((k) => k.invalid === undefined && !k.vanished);
+      // A key already pending after it takes over from it (`--now` while a key is pending).
+      const next = trusted.find((k) => !before(k.record));
+      record = newKeyRecord(
+        master,
+        options.algorithm ?? this.#schedule.algorithm,
+        now,
+        activatesAt,
+        next && { retiresAt: next.record.activatesAt, successorKid: next.record.kid },
+      );
+      // Every key before it that passed the checks gets its end sealed at the new key's
+      // activation (or keeps an earlier one), in the same write: then past it no such key signs,
+      // whatever becomes of the new key's row. A refused row cannot be (its MAC would then
+      // authenticate what whoever wrote it chose); it does not sign anyway. An end not yet passed
+      // whose successor the store no longer holds (a pending key deleted) moves to the new key's
+      // activation, as the deleted key is dropped from the schedule (see #vanished); an end
+      // passed never moves: a key retired does not sign again.
+      const held = new Set(trusted.map((k) => k.record.kid));
+      const seal: SigningKeySeal[] = [];
+      for (const k of trusted) {
+        const r = k.record;
+        const open =
+          r.retiresAt === undefined ||
+          r.retiresAt > activatesAt ||
+          (r.retiresAt > now && r.retiresAt !== activatesAt && !held.has(r.successorKid ?? ''));
+        if (r.mac !== undefined && before(r) && open) {
+          seal.push(sealOf(master, { ...r, mac: r.mac }, activatesAt, record.kid));
+        }
+      }
+      try {
+        added = await this.#store.addSigningKey(record, {
+          ...(options.unlessPending ? { unlessPendingAfter: now } : {}),
+          ...(seal.length > 0 ? { seal } : {}),
+        });
+        break;
+      } catch (e) {
+        // Another rotation sealed one of these keys first: read again and seal what it left.
+        if (!(e instanceof StoreConflictError && e.code === 'signing_key_stale') || attempt >= 5) throw e;
+      }
+    }
     await this.reload();
     // Only `false` says nothing was added: a custom Store written before the answer (its
     // `Promise<void>`) ignores `unlessPendingAfter` and has added the key.
@@ -643,6 +756,20 @@ export class KeyManager implements KeySource {
   readiness(now = this.#now()): { readonly ok: true } | { readonly ok: false; readonly detail: string } {
     const k = this.#active(now);
     if (k === undefined) return { ok: false, detail: 'no active signing key' };
+    if (this.#ended(k, now)) {
+      const kid = k.record.successorKid ?? '';
+      const s = this.#byKid.get(kid);
+      const why =
+        s === undefined
+          ? 'is not in the store (its row deleted)'
+          : s.invalid !== undefined
+            ? `is refused: ${s.invalid}`
+            : 'is not after it in the schedule as stored';
+      return {
+        ok: false,
+        detail: `signing key ${k.record.kid.slice(0, 64)} ended at ${new Date((k.record.retiresAt as number) * 1000).toISOString()} (sealed when ${kid.slice(0, 64)} was added), and ${kid.slice(0, 64)} ${why}: nothing signs; ${RECOVER}`,
+      };
+    }
     if (k.invalid === undefined) return { ok: true };
     return { ok: false, detail: `signing key ${k.record.kid.slice(0, 64)} refused: ${k.invalid}; ${RECOVER}` };
   }

@@ -135,8 +135,19 @@ export interface SigningKeyRecord {
    * key and the schedule (`createdAt`, `activatesAt`), which the sealed private key's associated
    * data also covers; opaque to the store, kept with the public part when the key is deleted.
    * Absent in rows written before Tessera authenticated the schedule (sealed under the kid alone).
+   * Once the key's end is sealed ({@link SigningKeyRecord.retiresAt}), the MAC covers that end too.
    */
   readonly mac?: string;
+  /**
+   * The key's sealed end: when the key that follows it in the schedule ({@link SigningKeyRecord.successorKid})
+   * activates, written by the token service into this row (its {@link SigningKeyRecord.mac} then
+   * covering it) in the same write as that successor's row ({@link Store.addSigningKey}'s `seal`).
+   * Past it the key never signs, whatever the other rows say. Absent while no successor was added,
+   * and in rows written before schema 25 (or by a store that ignores `seal`).
+   */
+  readonly retiresAt?: number;
+  /** The kid of the key whose addition sealed {@link SigningKeyRecord.retiresAt}; set with it. */
+  readonly successorKid?: string;
   /**
    * Set by the store when the key is added (ignored in what {@link Store.addSigningKey} is given):
    * greater than that of every key added before, never reused. Of keys with the same schedule (two
@@ -144,6 +155,21 @@ export interface SigningKeyRecord {
    * Absent from a store that does not number keys (then the kid decides, as every instance agrees).
    */
   readonly seq?: number;
+}
+
+/** A stored key's end sealed by {@link Store.addSigningKey}, where its `mac` is still `from`. */
+export interface SigningKeySeal {
+  readonly kid: string;
+  readonly from: string;
+  readonly retiresAt: number;
+  readonly successorKid: string;
+  readonly mac: string;
+}
+
+/** The options of {@link Store.addSigningKey}. */
+export interface AddSigningKeyOptions {
+  readonly unlessPendingAfter?: number;
+  readonly seal?: readonly SigningKeySeal[];
 }
 
 /**
@@ -448,14 +474,16 @@ export interface StoreVersions {
 
 /**
  * The codes of {@link StoreConflictError}: which record already exists (a client id, a signing key
- * `kid`, a grant id, a refresh token or authorization code hash), or `signing_key_pending`: a
+ * `kid`, a grant id, a refresh token or authorization code hash), `signing_key_pending`: a
  * rotation (`KeyManager.rotate`) refused because another key is pending (the store's conditional
- * `addSigningKey` added nothing).
+ * `addSigningKey` added nothing), or `signing_key_stale`: a key whose end `addSigningKey` was to
+ * seal changed meanwhile (another rotation sealed it first; nothing was added, read and retry).
  */
 export const STORE_CONFLICT_CODES = [
   'client_exists',
   'signing_key_exists',
   'signing_key_pending',
+  'signing_key_stale',
   'grant_exists',
   'refresh_token_exists',
   'authorization_code_exists',
@@ -651,11 +679,14 @@ export interface Store {
    * Add a signing key. With `unlessPendingAfter`, only when no stored key activates after that
    * time (no pre-published key is waiting), checked and inserted atomically against other such
    * adds from any process: of instances rotating on schedule at the same moment, one adds a key.
-   * The store numbers the key ({@link SigningKeyRecord.seq}).
+   * The store numbers the key ({@link SigningKeyRecord.seq}). With `seal`, in the same transaction,
+   * each listed key gets its end (`retires_at`, `successor_kid`) and its new `mac`, only where its
+   * `mac` is still `from`: when any is not (another rotation sealed it meanwhile), nothing is
+   * written and `signing_key_stale` is thrown.
    * @returns false when a pending key made it add nothing.
-   * @throws {StoreConflictError} when the kid exists.
+   * @throws {StoreConflictError} `signing_key_exists` when the kid exists, `signing_key_stale`.
    */
-  addSigningKey(key: SigningKeyRecord, options?: { readonly unlessPendingAfter?: number }): Promise<boolean>;
+  addSigningKey(key: SigningKeyRecord, options?: AddSigningKeyOptions): Promise<boolean>;
   /** Delete a key; its public part stays in {@link Store.listRemovedSigningKeys} (not its private key). */
   deleteSigningKey(kid: string): Promise<boolean>;
   /** Deleted keys' public parts, to recognise the tokens they signed; never to accept one. */

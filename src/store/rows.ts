@@ -105,6 +105,8 @@ function keyFrom<S extends object>(r: Row, sealed: S): RemovedSigningKeyRecord &
     activatesAt: num(r.activates_at),
     ...(r.mac != null ? { mac: String(r.mac) } : {}),
     ...(r.seq != null ? { seq: num(r.seq) } : {}),
+    ...(r.retires_at != null ? { retiresAt: num(r.retires_at) } : {}),
+    ...(r.successor_kid != null ? { successorKid: String(r.successor_kid) } : {}),
   };
 }
 
@@ -189,7 +191,7 @@ export function clientPatchColumns<F>(flag: (v: boolean) => F): Record<keyof Cli
   };
 }
 
-/** `INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac)`. */
+/** `INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac, retires_at, successor_kid)`. */
 export const signingKeyValues = (k: SigningKeyRecord): SqlValue[] => [
   k.kid,
   k.alg,
@@ -198,6 +200,8 @@ export const signingKeyValues = (k: SigningKeyRecord): SqlValue[] => [
   k.createdAt,
   k.activatesAt,
   k.mac ?? null,
+  k.retiresAt ?? null,
+  k.successorKid ?? null,
 ];
 
 /**

@@ -35,6 +35,15 @@ async function fresh(config: Parameters<typeof startIssuer>[0] = {}) {
     /** Tell the running server the key set changed (as any write through the store does). */
     bump: () => db.prepare("UPDATE meta SET value = value + 1 WHERE name = 'keys_version'").run(),
     token: () => issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(c.id, c.secret) }),
+    /** Start another instance on the same store, as one started after the rows were written. */
+    async another(config: Parameters<typeof startIssuer>[0] = {}) {
+      const next = await startIssuer({ ...config, dir: issuer.dir, master: issuer.master });
+      running.push(next);
+      return {
+        next,
+        token: () => next.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(c.id, c.secret) }),
+      };
+    },
   };
 }
 
@@ -124,6 +133,146 @@ describe('the schedule of a stored key, rewritten without the master key', () =>
     bump();
     await issuer.service.sync();
     assert.notEqual(issuer.service.keys.status().find((k) => k.kid === first.kid)?.invalid, undefined);
+  });
+});
+
+describe('a key’s end, sealed into its own row when its successor is added', () => {
+  it('rotation seals the predecessor: its row carries its end and successor under its MAC', async () => {
+    const { issuer } = await fresh();
+    const old = (await issuer.store.listSigningKeys())[0];
+    assert.ok(old);
+    assert.equal(old.retiresAt, undefined, 'the only key has no end');
+    const current = await issuer.service.keys.rotate({ immediate: true });
+    const rows = await issuer.store.listSigningKeys();
+    const sealed = rows.find((r) => r.kid === old.kid);
+    assert.equal(sealed?.retiresAt, current.activatesAt);
+    assert.equal(sealed?.successorKid, current.kid);
+    assert.notEqual(sealed?.mac, old.mac, 'the MAC now covers the end');
+    assert.equal(rows.find((r) => r.kid === current.kid)?.retiresAt, undefined);
+    const status = issuer.service.keys.status();
+    assert.equal(status.find((k) => k.kid === old.kid)?.invalid, undefined, 'the sealed row passes the checks');
+    assert.equal(status.find((k) => k.kid === old.kid)?.sealedEnd, current.activatesAt);
+    assert.equal(status.find((k) => k.kid === old.kid)?.successor, current.kid);
+  });
+
+  it('attack: a fresh instance does not sign with a retired key whose successor row was altered (its schedule moved before it): 503, readiness names why and the recovery, which works', async () => {
+    const { issuer, db, another } = await fresh();
+    const old = (await issuer.store.listSigningKeys())[0];
+    assert.ok(old);
+    // Rotated out at once, as after a compromise of the old key.
+    const current = await issuer.service.keys.rotate({ immediate: true });
+    db.prepare('UPDATE signing_keys SET activates_at = ?, created_at = ? WHERE kid = ?').run(
+      old.activatesAt - 100,
+      old.createdAt - 100,
+      current.kid,
+    );
+    const { next, token } = await another();
+    const t = await token();
+    assert.equal(
+      t.status,
+      503,
+      `a token signed by ${t.status === 200 ? decodeProtectedHeader(((await t.json()) as { access_token: string }).access_token).kid : '?'}`,
+    );
+    const ready = next.service.keys.readiness();
+    assert.equal(ready.ok, false);
+    assert.match(ready.ok ? '' : ready.detail, new RegExp(`${old.kid}.*ended.*${current.kid}.*rotate --now`, 's'));
+    // Recovery: a key that signs at once.
+    const added = await next.service.keys.rotate({ immediate: true });
+    const r = await token();
+    assert.equal(r.status, 200);
+    assert.equal(decodeProtectedHeader(((await r.json()) as { access_token: string }).access_token).kid, added.kid);
+    assert.equal(next.service.keys.readiness().ok, true);
+  });
+
+  it('attack: a fresh instance does not sign with a retired key whose successor row was deleted', async () => {
+    const { issuer, db, another } = await fresh();
+    const old = (await issuer.store.listSigningKeys())[0];
+    assert.ok(old);
+    const current = await issuer.service.keys.rotate({ immediate: true });
+    db.prepare('DELETE FROM signing_keys WHERE kid = ?').run(current.kid);
+    const { next, token } = await another();
+    assert.equal((await token()).status, 503);
+    const ready = next.service.keys.readiness();
+    assert.match(ready.ok ? '' : ready.detail, /not in the store.*rotate --now/s);
+    await next.service.keys.rotate({ immediate: true });
+    assert.equal((await token()).status, 200);
+  });
+
+  it('attack: a pre-published rotation after the successor’s row was deleted does not move the retired key’s passed end: nothing signs until the new key does', async () => {
+    let now = 1_900_000_000;
+    const { issuer, db, another } = await fresh({ clock: () => now * 1000 });
+    now += 10;
+    const current = await issuer.service.keys.rotate({ immediate: true });
+    db.prepare('DELETE FROM signing_keys WHERE kid = ?').run(current.kid);
+    now += 10;
+    const { next, token } = await another({ clock: () => now * 1000 });
+    const pending = await next.service.keys.rotate();
+    assert.equal((await token()).status, 503);
+    now = pending.activatesAt;
+    const t = await token();
+    assert.equal(t.status, 200);
+    assert.equal(decodeProtectedHeader(((await t.json()) as { access_token: string }).access_token).kid, pending.kid);
+  });
+
+  it('attack: the sealed end stripped from the retired key’s row (its successor deleted) does not bring it back: the row is refused', async () => {
+    const { issuer, db, another } = await fresh();
+    const old = (await issuer.store.listSigningKeys())[0];
+    assert.ok(old);
+    const current = await issuer.service.keys.rotate({ immediate: true });
+    db.prepare('DELETE FROM signing_keys WHERE kid = ?').run(current.kid);
+    db.prepare('UPDATE signing_keys SET retires_at = NULL, successor_kid = NULL WHERE kid = ?').run(old.kid);
+    const { next, token } = await another();
+    assert.equal((await token()).status, 503);
+    assert.match(next.service.keys.status().find((k) => k.kid === old.kid)?.invalid ?? '', /MAC/);
+  });
+
+  it('attack: a later end written into the retired key’s row is refused', async () => {
+    const { issuer, db, another } = await fresh();
+    const old = (await issuer.store.listSigningKeys())[0];
+    assert.ok(old);
+    const current = await issuer.service.keys.rotate({ immediate: true });
+    db.prepare('DELETE FROM signing_keys WHERE kid = ?').run(current.kid);
+    db.prepare('UPDATE signing_keys SET retires_at = ? WHERE kid = ?').run(current.activatesAt + 86_400, old.kid);
+    const { token } = await another();
+    assert.equal((await token()).status, 503);
+  });
+
+  it('a pre-published rotation seals the active key at the successor’s activation: it signs until then, the successor after', async () => {
+    let now = 1_900_000_000;
+    const { issuer, db, another } = await fresh({ clock: () => now * 1000 });
+    const old = (await issuer.store.listSigningKeys())[0];
+    assert.ok(old);
+    now += 10;
+    const pending = await issuer.service.keys.rotate();
+    assert.equal((await issuer.store.listSigningKeys()).find((r) => r.kid === old.kid)?.retiresAt, pending.activatesAt);
+    db.prepare('DELETE FROM signing_keys WHERE kid = ?').run(pending.kid);
+    const { token } = await another({ clock: () => now * 1000 });
+    assert.equal((await token()).status, 200, 'before its end the old key signs');
+    now = pending.activatesAt;
+    assert.equal((await token()).status, 503, 'at its sealed end it stops, its successor gone');
+  });
+
+  it('concurrent rotations at two instances leave exactly one key without an end, the one that signs', async () => {
+    const { issuer, another } = await fresh();
+    const { next } = await another();
+    await Promise.all([
+      issuer.service.keys.rotate({ immediate: true }),
+      next.service.keys.rotate({ immediate: true }),
+      issuer.service.keys.rotate({ immediate: true }),
+      next.service.keys.rotate({ immediate: true }),
+    ]);
+    const rows = await issuer.store.listSigningKeys();
+    assert.equal(rows.length, 5);
+    const open = rows.filter((r) => r.retiresAt === undefined);
+    assert.equal(open.length, 1, JSON.stringify(rows.map((r) => [r.kid, r.seq, r.retiresAt, r.successorKid])));
+    const { next: third, token } = await another();
+    const t = await token();
+    assert.equal(t.status, 200);
+    assert.equal(decodeProtectedHeader(((await t.json()) as { access_token: string }).access_token).kid, open[0]?.kid);
+    assert.equal(
+      third.service.keys.status().every((k) => k.invalid === undefined),
+      true,
+    );
   });
 });
 

@@ -388,6 +388,50 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         for (const k of await store.listSigningKeys()) if (k.activatesAt > after) await store.deleteSigningKey(k.kid);
       });
 
+      it('seals the end of the listed keys in the same write as the key added, only where their MAC is still `from`; the end kept once deleted (migration 25)', async () => {
+        const key = (mac: string) => ({
+          kid: uid('kid'),
+          alg: 'ES256' as const,
+          publicJwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' },
+          sealedPrivateKey: 'sealed',
+          createdAt: clock.now(),
+          activatesAt: clock.now() - 20_000_000,
+          mac,
+        });
+        const old = key('mac-old');
+        await store.addSigningKey(old);
+        const first = { ...key('mac-first'), retiresAt: clock.now() + 5, successorKid: 'later' };
+        const second = key('mac-second');
+        // Two rotations sealing the same key: the first one's write lands, the second adds nothing.
+        const seal = (successor: string, mac: string) => ({
+          kid: old.kid,
+          from: 'mac-old',
+          retiresAt: clock.now(),
+          successorKid: successor,
+          mac,
+        });
+        assert.equal(await store.addSigningKey(first, { seal: [seal(first.kid, 'mac-sealed')] }), true);
+        const v0 = (await store.versions()).keys;
+        await assert.rejects(store.addSigningKey(second, { seal: [seal(second.kid, 'mac-other')] }), conflict('signing_key_stale'));
+        assert.equal((await store.versions()).keys, v0, 'nothing written');
+        const listed = await store.listSigningKeys();
+        assert.equal(
+          listed.some((r) => r.kid === second.kid),
+          false,
+        );
+        const { seq: _, ...sealed } = listed.find((r) => r.kid === old.kid) ?? { seq: 0 };
+        assert.deepEqual(sealed, { ...old, retiresAt: clock.now(), successorKid: first.kid, mac: 'mac-sealed' });
+        const { seq: __, ...added } = listed.find((r) => r.kid === first.kid) ?? { seq: 0 };
+        assert.deepEqual(added, first, 'a key added with its end keeps it');
+        assert.equal(await store.deleteSigningKey(old.kid), true);
+        const { sealedPrivateKey: ___, ...publicPart } = sealed as typeof old;
+        assert.deepEqual(
+          (await store.listRemovedSigningKeys()).find((r) => r.kid === old.kid),
+          publicPart,
+        );
+        await store.deleteSigningKey(first.kid);
+      });
+
       it('keeps a deleted key’s public part, never its private key, so a leaked token it signed is still recognised', async () => {
         const k = {
           kid: uid('kid'),

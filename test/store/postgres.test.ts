@@ -1875,7 +1875,7 @@ if (!reachable) {
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
           // Through 13, and every migration after it.
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 24);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 25);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1915,7 +1915,7 @@ if (!reachable) {
         await c.query('DELETE FROM schema_migrations WHERE version > 13');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 24);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 25);
           assert.equal(await store.tokenRevoked('jti-old'), true);
           assert.equal(await store.tokenRevoked('jti-new'), false);
         } finally {
@@ -1956,7 +1956,7 @@ if (!reachable) {
         );
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 24);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 25);
           const old = await store.getGrant('g-old');
           assert.equal(old?.subjectJti, null);
           assert.equal(old?.actorJti, null);
@@ -2014,7 +2014,7 @@ if (!reachable) {
         );
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 24);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 25);
           assert.equal((await store.getGrant('g-old'))?.actorGrantId, null);
           const fresh = await store.createGrant(newGrant({ id: 'g-new', parentId: 'g-root' }, now), now, { actorGrantId: 'g-actor' });
           assert.equal((fresh as GrantRecord).actorGrantId, 'g-actor');
@@ -2058,7 +2058,7 @@ if (!reachable) {
           await insert(kid, at);
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 24);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 25);
           await store.addSigningKey({
             kid: 'k-0',
             alg: 'ES256',
@@ -2121,7 +2121,7 @@ if (!reachable) {
         await c.query("UPDATE meta SET value = $1 WHERE name = 'revocations_seq'", [rows.length]);
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 24);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 25);
           const left = (await store.revocationsSince(0, 0)).map((e) => [e.seq, e.kind, e.value, e.issuer, e.expiresAt]);
           assert.deepEqual(left, [
             [2, 'token', 'session-1', scope, 900],
@@ -2285,7 +2285,7 @@ if (!reachable) {
         const admin = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
         await admin.connect();
         try {
-          assert.equal(Number((await admin.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 24);
+          assert.equal(Number((await admin.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 25);
           // An instance still on 19 registers clients without the column: they read as not bound.
           await admin.query(
             `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, allowed_origins, created_at, updated_at)

@@ -18,6 +18,10 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 25) {
+    db.exec('ALTER TABLE signing_keys DROP COLUMN retires_at; ALTER TABLE signing_keys DROP COLUMN successor_kid');
+    db.exec('ALTER TABLE removed_signing_keys DROP COLUMN retires_at; ALTER TABLE removed_signing_keys DROP COLUMN successor_kid');
+  }
   if (version < 24) db.exec('ALTER TABLE refresh_tokens DROP COLUMN successor_hash');
   if (version < 23) db.exec('DROP INDEX grants_actor_grant; ALTER TABLE grants DROP COLUMN actor_grant_id');
   if (version < 22) db.exec("ALTER TABLE signing_keys DROP COLUMN seq; DELETE FROM meta WHERE name = 'signing_keys_seq'");
@@ -266,7 +270,7 @@ describe('sqlite store specifics', () => {
     ).run();
     db.close();
     const store = SqliteStore.open({ path });
-    assert.equal(store.schemaVersion, 24);
+    assert.equal(store.schemaVersion, 25);
     assert.equal((await store.getClient('old'))?.dpopBoundAccessTokens, false);
     await store.createClient(clientRecord({ id: 'new', dpopBoundAccessTokens: true }));
     assert.equal((await store.getClient('new'))?.dpopBoundAccessTokens, true);
@@ -388,7 +392,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
-    assert.equal(store.schemaVersion, 24);
+    assert.equal(store.schemaVersion, 25);
     const old = await store.getGrant('g-old');
     assert.equal(old?.subjectJti, null);
     assert.equal(old?.actorJti, null);
@@ -433,7 +437,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     try {
-      assert.equal(store.schemaVersion, 24);
+      assert.equal(store.schemaVersion, 25);
       const left = (await store.revocationsSince(0, 0)).map((e) => [e.seq, e.kind, e.value, e.issuer, e.expiresAt]);
       assert.deepEqual(left, [
         [2, 'token', 'session-1', scope, 900],
@@ -465,7 +469,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     try {
-      assert.equal(store.schemaVersion, 24);
+      assert.equal(store.schemaVersion, 25);
       const key = { kid: 'k-0', alg: 'ES256' as const, publicJwk: {}, sealedPrivateKey: 'sealed', createdAt: 100, activatesAt: 100 };
       await store.addSigningKey(key);
       assert.deepEqual(
@@ -499,7 +503,7 @@ describe('sqlite store specifics', () => {
     ).run(now, now + 3600);
     db.close();
     const store = SqliteStore.open({ path });
-    assert.equal(store.schemaVersion, 24);
+    assert.equal(store.schemaVersion, 25);
     assert.equal((await store.getGrant('g-old'))?.actorGrantId, null);
     const fresh = await store.createGrant(newGrant({ id: 'g-new', parentId: 'g-root' }, now), now, { actorGrantId: 'g-actor' });
     assert.equal((fresh as GrantRecord).actorGrantId, 'g-actor');

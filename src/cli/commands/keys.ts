@@ -17,6 +17,8 @@ function describeKey(k: KeyStatus): Record<string, unknown> {
     activates_at: iso(k.activatesAt),
     retires_at: iso(k.retiresAt),
     published_until: iso(k.publishedUntil),
+    sealed_end: iso(k.sealedEnd),
+    successor: k.successor,
     ...(k.invalid !== undefined ? { invalid: k.invalid } : {}),
   };
 }
@@ -39,10 +41,13 @@ export function registerKeys(program: Command): void {
             : k.state === 'retired'
               ? `published until ${iso(k.publishedUntil)}`
               : '';
+        // The end sealed into the key's own row: past it, it never signs, whatever the other rows say.
+        const sealed =
+          k.sealedEnd === null ? '' : `${when === '' ? '' : ', '}ends ${iso(k.sealedEnd)} (sealed, successor ${k.successor ?? '?'})`;
         const refused = k.invalid === undefined ? '' : `  REFUSED (not published, not signing): ${k.invalid}`;
         // kid and alg are the stored row's: one planted by whoever can write to the database (the
         // case `refused` reports) could hold terminal escapes.
-        process.stdout.write(`${printable(`${k.state.padEnd(8)} ${k.alg.padEnd(6)} ${k.kid}  ${when}${refused}`)}\n`);
+        process.stdout.write(`${printable(`${k.state.padEnd(8)} ${k.alg.padEnd(6)} ${k.kid}  ${when}${sealed}${refused}`)}\n`);
       }
     });
 

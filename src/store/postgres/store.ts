@@ -53,6 +53,7 @@ import { idFloor } from '../../audit/id.ts';
 import type {
   A2aIdKind,
   A2aTaskRecord,
+  AddSigningKeyOptions,
   AuthorizationCodeRecord,
   ClientLimit,
   ClientPatch,
@@ -511,6 +512,18 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     // retired.
     version: 24,
     sql: 'ALTER TABLE refresh_tokens ADD COLUMN IF NOT EXISTS successor_hash text;',
+  },
+  {
+    // signing_keys.retires_at and successor_kid (kept in removed_signing_keys too): a key's end,
+    // sealed into its own row (its mac then covering it) in the same write as its successor's
+    // row, so that past it the key never signs, whatever the other rows say (its successor's row
+    // deleted or rewritten). NULL in every row written before, which the next rotation seals (a
+    // migration holds no master key), and in those an older instance writes.
+    version: 25,
+    sql: `
+      ALTER TABLE signing_keys ADD COLUMN IF NOT EXISTS retires_at bigint, ADD COLUMN IF NOT EXISTS successor_kid text;
+      ALTER TABLE removed_signing_keys ADD COLUMN IF NOT EXISTS retires_at bigint, ADD COLUMN IF NOT EXISTS successor_kid text;
+    `,
   },
 ];
 
@@ -1153,9 +1166,17 @@ export class PostgresStore implements Store {
     return (await this.#q('SELECT * FROM signing_keys ORDER BY activates_at, created_at, seq', [], this.#readTimeout)).map(signingKeyFrom);
   }
 
-  async addSigningKey(k: SigningKeyRecord, options: { readonly unlessPendingAfter?: number } = {}): Promise<boolean> {
+  async addSigningKey(k: SigningKeyRecord, options: AddSigningKeyOptions = {}): Promise<boolean> {
     try {
       return await this.#tx(async (c) => {
+        // Rows locked in one order (by kid): two rotations sealing the same keys wait on each
+        // other; the second then reads the first's MAC, not its own `from`, and adds nothing.
+        const seals = [...(options.seal ?? [])].sort((a, b) => (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0));
+        for (const s of seals) {
+          const r = await c.query('SELECT mac FROM signing_keys WHERE kid = $1 FOR UPDATE', [s.kid]);
+          if (r.rows[0]?.mac !== s.from)
+            throw new StoreConflictError('signing_key_stale', `signing key ${s.kid} changed since it was read`);
+        }
         if (options.unlessPendingAfter !== undefined) {
           // Conflicts with itself (and with every write to the table), not with reads: two
           // conditional adds take turns, and the second sees the first's key.
@@ -1164,9 +1185,18 @@ export class PostgresStore implements Store {
           if ((pending.rowCount ?? 0) > 0) return false;
         }
         await c.query(
-          'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+          `INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac, retires_at, successor_kid)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
           signingKeyValues(k),
         );
+        for (const s of seals) {
+          await c.query('UPDATE signing_keys SET retires_at = $1, successor_kid = $2, mac = $3 WHERE kid = $4', [
+            s.retiresAt,
+            s.successorKid,
+            s.mac,
+            s.kid,
+          ]);
+        }
         await this.#bump(c, 'keys_version');
         return true;
       }, this.#maintenanceTimeout);
@@ -1179,8 +1209,9 @@ export class PostgresStore implements Store {
   async deleteSigningKey(kid: string): Promise<boolean> {
     return this.#tx(async (c) => {
       await c.query(
-        `INSERT INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at, mac)
-         SELECT kid, alg, public_jwk, created_at, activates_at, mac FROM signing_keys WHERE kid = $1 ON CONFLICT (kid) DO NOTHING`,
+        `INSERT INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at, mac, retires_at, successor_kid)
+         SELECT kid, alg, public_jwk, created_at, activates_at, mac, retires_at, successor_kid FROM signing_keys WHERE kid = $1
+         ON CONFLICT (kid) DO NOTHING`,
         [kid],
       );
       const r = await c.query('DELETE FROM signing_keys WHERE kid = $1', [kid]);

@@ -328,4 +328,15 @@ export const MIGRATIONS: readonly Migration[] = [
       'refresh_tokens.successor_hash: the hash of the token a refresh token was rotated to, so that within token_service.refresh_reuse_interval a retry of the token rotated one generation ago (its successor still current) is told from a reuse; NULL in every token rotated before (their retry is a reuse, as before) and in a successor a retry retired',
     sql: 'ALTER TABLE refresh_tokens ADD COLUMN successor_hash TEXT;',
   },
+  {
+    version: 25,
+    description:
+      'signing_keys.retires_at and successor_kid (kept in removed_signing_keys too): a key’s end, sealed into its own row (its mac then covering it) in the same write as its successor’s row, so that past it the key never signs, whatever the other rows say (its successor’s row deleted or rewritten); NULL in every row written before, which the next rotation seals (a migration holds no master key)',
+    sql: `
+      ALTER TABLE signing_keys ADD COLUMN retires_at INTEGER;
+      ALTER TABLE signing_keys ADD COLUMN successor_kid TEXT;
+      ALTER TABLE removed_signing_keys ADD COLUMN retires_at INTEGER;
+      ALTER TABLE removed_signing_keys ADD COLUMN successor_kid TEXT;
+    `,
+  },
 ];

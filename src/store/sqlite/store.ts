@@ -18,6 +18,7 @@ import { idFloor } from '../../audit/id.ts';
 import type {
   A2aIdKind,
   A2aTaskRecord,
+  AddSigningKeyOptions,
   AuthorizationCodeRecord,
   ClientLimit,
   ClientPatch,
@@ -479,9 +480,16 @@ export class SqliteStore implements Store {
     );
   }
 
-  async addSigningKey(k: SigningKeyRecord, options: { readonly unlessPendingAfter?: number } = {}): Promise<boolean> {
+  async addSigningKey(k: SigningKeyRecord, options: AddSigningKeyOptions = {}): Promise<boolean> {
     try {
       return await this.#tx(() => {
+        // Under BEGIN IMMEDIATE: a rotation that sealed these keys first has changed their MAC.
+        const current = this.#stmt('SELECT mac FROM signing_keys WHERE kid = ?');
+        for (const s of options.seal ?? []) {
+          if ((current.get(s.kid) as Row | undefined)?.mac !== s.from) {
+            throw new StoreConflictError('signing_key_stale', `signing key ${s.kid} changed since it was read`);
+          }
+        }
         // Under BEGIN IMMEDIATE: another process's conditional add waits, then sees this key.
         if (
           options.unlessPendingAfter !== undefined &&
@@ -492,9 +500,11 @@ export class SqliteStore implements Store {
         // Numbered from a counter, not MAX(seq) + 1: the newest key deleted, its number is not reused.
         this.#stmt("UPDATE meta SET value = value + 1 WHERE name = 'signing_keys_seq'").run();
         this.#stmt(
-          `INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac, seq)
-           VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT value FROM meta WHERE name = 'signing_keys_seq'))`,
+          `INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac, retires_at, successor_kid, seq)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT value FROM meta WHERE name = 'signing_keys_seq'))`,
         ).run(...signingKeyValues(k));
+        const seal = this.#stmt('UPDATE signing_keys SET retires_at = ?, successor_kid = ?, mac = ? WHERE kid = ?');
+        for (const s of options.seal ?? []) seal.run(s.retiresAt, s.successorKid, s.mac, s.kid);
         this.#bump('keys_version');
         return true;
       });
@@ -507,8 +517,8 @@ export class SqliteStore implements Store {
   async deleteSigningKey(kid: string): Promise<boolean> {
     return this.#tx(() => {
       this.#stmt(
-        `INSERT OR IGNORE INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at, mac)
-         SELECT kid, alg, public_jwk, created_at, activates_at, mac FROM signing_keys WHERE kid = ?`,
+        `INSERT OR IGNORE INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at, mac, retires_at, successor_kid)
+         SELECT kid, alg, public_jwk, created_at, activates_at, mac, retires_at, successor_kid FROM signing_keys WHERE kid = ?`,
       ).run(kid);
       const changed = Number(this.#stmt('DELETE FROM signing_keys WHERE kid = ?').run(kid).changes) > 0;
       if (changed) this.#bump('keys_version');
