@@ -191,16 +191,10 @@ const WALKED_MEMBERS = new Set(['taskid', 'contextid', 'sessionid', 'referenceta
  * a bad one, or on one of them spelled twice in one object.
  */
 function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): boolean {
-  const stack: unknown[] = [root];
-  while (stack.length > 0) {
-    const v = stack.pop();
-    if (typeof v !== 'object' || v === null) continue;
-    if (Array.isArray(v)) {
-      for (const e of v) stack.push(e);
-      continue;
-    }
+  return everyObject(root, (entries) => {
     const seen = new Set<string>();
-    for (const [k, e] of Object.entries(v)) {
+    const inner: unknown[] = [];
+    for (const [k, e] of entries) {
       const n = norm(k);
       if (WALKED_MEMBERS.has(n)) {
         // Two spellings of one member (`taskId` and `task_id` or `TaskId`): upstreams disagree on
@@ -223,8 +217,29 @@ function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): bool
           if (!validId(r)) return false;
           ids.tasks.push(r);
         }
-      } else stack.push(e);
+      } else inner.push(e);
     }
+    return inner;
+  });
+}
+
+/**
+ * Depth-first over every object in `root` (arrays entered, at any depth, without recursion): `visit`
+ * gets an object's entries and returns the values to go on into, or `false` to stop the walk,
+ * which then returns `false`; `true` once every object was visited.
+ */
+export function everyObject(root: unknown, visit: (entries: [string, unknown][]) => readonly unknown[] | false): boolean {
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v !== 'object' || v === null) continue;
+    if (Array.isArray(v)) {
+      for (const e of v) stack.push(e);
+      continue;
+    }
+    const inner = visit(Object.entries(v));
+    if (inner === false) return false;
+    for (const e of inner) stack.push(e);
   }
   return true;
 }

@@ -11,7 +11,7 @@
  * @module
  */
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
-import { a2aFold } from './message.ts';
+import { a2aFold, everyObject } from './message.ts';
 
 const INTERNAL_V4 = new BlockList();
 /** Kept apart: a BlockList checks an IPv4 address against its IPv6 rules too, as `::ffff:a.b.c.d`. */
@@ -94,41 +94,24 @@ function hasUnsafeChar(url: string): boolean {
  */
 export function refusedPushUrl(body: unknown, path: string): boolean {
   if (/pushnotification/i.test(path)) return anyRefusedUrl(body);
-  const stack: unknown[] = [body];
-  while (stack.length > 0) {
-    const v = stack.pop();
-    if (typeof v !== 'object' || v === null) continue;
-    if (Array.isArray(v)) {
-      for (const e of v) stack.push(e);
-      continue;
-    }
-    const entries = Object.entries(v);
+  return !everyObject(body, (entries) => {
     const method = entries.find(([k, m]) => a2aFold(k) === 'method' && typeof m === 'string')?.[1] as string | undefined;
     const pushMethod = method !== undefined && /pushnotification/i.test(method);
+    const inner: unknown[] = [];
     for (const [k, e] of entries) {
       const n = a2aFold(k);
       if (n.includes('pushnotification') || (pushMethod && n === 'params')) {
-        if (anyRefusedUrl(e)) return true;
-      } else stack.push(e);
+        if (anyRefusedUrl(e)) return false;
+      } else inner.push(e);
     }
-  }
-  return false;
+    return inner;
+  });
 }
 
 /** Whether any `url` member at any depth of `root` is a webhook {@link isPublicWebhook} refuses. */
 function anyRefusedUrl(root: unknown): boolean {
-  const stack: unknown[] = [root];
-  while (stack.length > 0) {
-    const v = stack.pop();
-    if (typeof v !== 'object' || v === null) continue;
-    if (Array.isArray(v)) {
-      for (const e of v) stack.push(e);
-      continue;
-    }
-    for (const [k, e] of Object.entries(v)) {
-      if (a2aFold(k) === 'url' && e !== null && !isPublicWebhook(e)) return true;
-      stack.push(e);
-    }
-  }
-  return false;
+  return !everyObject(root, (entries) => {
+    for (const [k, e] of entries) if (a2aFold(k) === 'url' && e !== null && !isPublicWebhook(e)) return false;
+    return entries.map(([, e]) => e);
+  });
 }
