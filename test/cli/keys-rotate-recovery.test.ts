@@ -113,7 +113,10 @@ describe('a key’s end sealed into its own row', () => {
     assert.match(retired.sealed_end, /^\d{4}-\d\d-\d\dT/);
     assert.equal(active.sealed_end, '-');
     const text = runTessera(dir, ['keys', 'list']);
-    assert.match(text.stdout, new RegExp(`retired .*${retired.kid} .*ends ${retired.sealed_end} \\(sealed, successor ${active.kid}\\)`));
+    assert.match(
+      text.stdout,
+      new RegExp(`retired .*${retired.kid} .*ends ${retired.sealed_end} \\(authenticated, successor ${active.kid}\\)`),
+    );
 
     const db = new DatabaseSync(join(dir, '.tessera', 'tessera.db'));
     try {

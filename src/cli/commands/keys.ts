@@ -43,7 +43,7 @@ export function registerKeys(program: Command): void {
               : '';
         // The end sealed into the key's own row: past it, it never signs, whatever the other rows say.
         const sealed =
-          k.sealedEnd === null ? '' : `${when === '' ? '' : ', '}ends ${iso(k.sealedEnd)} (sealed, successor ${k.successor ?? '?'})`;
+          k.sealedEnd === null ? '' : `${when === '' ? '' : ', '}ends ${iso(k.sealedEnd)} (authenticated, successor ${k.successor ?? '?'})`;
         const refused = k.invalid === undefined ? '' : `  REFUSED (not published, not signing): ${k.invalid}`;
         // kid and alg are the stored row's: one planted by whoever can write to the database (the
         // case `refused` reports) could hold terminal escapes.
