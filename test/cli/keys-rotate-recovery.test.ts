@@ -102,7 +102,7 @@ describe('attack: the active signing key’s row altered in the store, another k
 describe('a key’s end sealed into its own row', () => {
   it('`tessera keys list` shows the sealed end and successor; attack: with the successor’s row deleted nothing is active, and `tessera keys rotate --now` recovers', async () => {
     const dir = dirs.fresh(['keys', 'rotate', '--now']);
-    const listed = (): (Listed & { sealed_end: string; successor: string | null })[] => {
+    const listed = (): (Listed & { authenticated_end: string; successor: string | null })[] => {
       const r = runTessera(dir, ['keys', 'list', '--json']);
       assert.equal(r.code, 0, r.stderr);
       return JSON.parse(r.stdout);
@@ -110,12 +110,12 @@ describe('a key’s end sealed into its own row', () => {
     const [retired, active] = listed();
     assert.ok(retired && active);
     assert.equal(retired.successor, active.kid);
-    assert.match(retired.sealed_end, /^\d{4}-\d\d-\d\dT/);
-    assert.equal(active.sealed_end, '-');
+    assert.match(retired.authenticated_end, /^\d{4}-\d\d-\d\dT/);
+    assert.equal(active.authenticated_end, '-');
     const text = runTessera(dir, ['keys', 'list']);
     assert.match(
       text.stdout,
-      new RegExp(`retired .*${retired.kid} .*ends ${retired.sealed_end} \\(authenticated, successor ${active.kid}\\)`),
+      new RegExp(`retired .*${retired.kid} .*ends ${retired.authenticated_end} \\(authenticated, successor ${active.kid}\\)`),
     );
 
     const db = new DatabaseSync(join(dir, '.tessera', 'tessera.db'));

@@ -17,7 +17,7 @@ function describeKey(k: KeyStatus): Record<string, unknown> {
     activates_at: iso(k.activatesAt),
     retires_at: iso(k.retiresAt),
     published_until: iso(k.publishedUntil),
-    sealed_end: iso(k.sealedEnd),
+    authenticated_end: iso(k.sealedEnd),
     successor: k.successor,
     ...(k.invalid !== undefined ? { invalid: k.invalid } : {}),
   };
