@@ -133,21 +133,25 @@ export function clientAddress(
 
 /**
  * The client's address for an allowlist such as `metrics_allowed_peers`, behind the proxies in
- * `trusted`: {@link forwardedClient}'s when it is known, `undefined` when a trusted proxy named it
- * in a form that is no address, and `undefined` for a request a proxy not in `trusted` relayed (it
- * carries `X-Forwarded-For`, `Forwarded` or `X-Real-IP`): its socket address is that proxy's, often
- * on loopback or a private network, and would let in everyone the proxy relays. A scraper calling
- * directly sends none of them. (The gateway reads its own state the same way: `allowlistClientOf`.)
+ * `trusted`, from the socket's `peer` (its plain address, and whether `trusted` lists it; `undefined`
+ * when the socket has no address): {@link forwardedClient}'s when it is known, `undefined` when a
+ * trusted proxy named it in a form that is no address, and `undefined` for a request a proxy not in
+ * `trusted` relayed (it carries `X-Forwarded-For`, `Forwarded` or `X-Real-IP`): its socket address is
+ * that proxy's, often on loopback or a private network, and would let in everyone the proxy relays.
+ * A scraper calling directly sends none of them. The gateway and the token service alone both read
+ * their operations endpoints' callers so.
  */
 export function allowlistClient(
   trusted: BlockList,
-  socketAddress: string | undefined,
+  peer: { readonly address: string; readonly trustedProxy: boolean } | undefined,
   headers: { readonly [name: string]: string | readonly string[] | undefined },
 ): string | undefined {
-  if (socketAddress === undefined) return undefined;
-  const peerTrusted = peerAllowed(trusted, socketAddress);
-  if (!peerTrusted && (headers['x-forwarded-for'] !== undefined || headers.forwarded !== undefined || headers['x-real-ip'] !== undefined))
+  if (peer === undefined) return undefined;
+  if (
+    !peer.trustedProxy &&
+    (headers['x-forwarded-for'] !== undefined || headers.forwarded !== undefined || headers['x-real-ip'] !== undefined)
+  )
     return undefined;
-  const w = forwardedClient(trusted, plainAddress(socketAddress), peerTrusted, headers['x-forwarded-for']);
+  const w = forwardedClient(trusted, peer.address, peer.trustedProxy, headers['x-forwarded-for']);
   return w.known ? w.client : undefined;
 }

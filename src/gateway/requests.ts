@@ -7,7 +7,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { lastForwardedEntry, localOrigin, validHost } from '../core/host.ts';
-import { forwardedClient, peerAllowed, plainAddress } from '../core/peers.ts';
+import { allowlistClient, forwardedClient, peerAllowed, plainAddress } from '../core/peers.ts';
 import { type HeaderBag, queryAccessTokens } from '../core/verify/extract.ts';
 import { AGENT_CARD_PATHS } from './a2a/card.ts';
 import type { CompiledRoute, GatewayState } from './compile.ts';
@@ -198,39 +198,13 @@ export function hostHeaderValid(s: GatewayState, req: IncomingMessage): boolean 
  * the walk at the last trusted hop.
  */
 export function remoteOf(s: GatewayState, req: IncomingMessage): string {
-  return walkForwarded(s, req).client;
-}
-
-/**
- * The client's address as {@link remoteOf} reads it, or `undefined` when a trusted proxy named it
- * in a form that is no address (`203.0.113.9:4711`, `unknown`): {@link remoteOf} then stops at the
- * last trusted hop, a proxy's own address, which must not pass an allowlist such as
- * `metrics_allowed_peers` for a caller it does not know.
- */
-export function knownClientOf(s: GatewayState, req: IncomingMessage): string | undefined {
-  const w = walkForwarded(s, req);
-  return w.known ? w.client : undefined;
-}
-
-/**
- * The client's address for an allowlist such as `metrics_allowed_peers`: {@link knownClientOf}, and
- * `undefined` for a request a proxy not in `gateway.trust_proxy` relayed (it carries
- * `X-Forwarded-For`, `Forwarded` or `X-Real-IP`). Its socket address is that proxy's, often on
- * loopback or a private network, and would let in everyone the proxy relays; a scraper calling
- * directly sends none of them.
- */
-export function allowlistClientOf(s: GatewayState, req: IncomingMessage): string | undefined {
-  if (
-    !peerOf(s, req.socket).trustedProxy &&
-    (req.headers['x-forwarded-for'] !== undefined || req.headers.forwarded !== undefined || req.headers['x-real-ip'] !== undefined)
-  )
-    return undefined;
-  return knownClientOf(s, req);
-}
-
-function walkForwarded(s: GatewayState, req: IncomingMessage): { client: string; known: boolean } {
   const p = peerOf(s, req.socket);
-  return forwardedClient(s.trustedProxies, p.address, p.trustedProxy, req.headers['x-forwarded-for']);
+  return forwardedClient(s.trustedProxies, p.address, p.trustedProxy, req.headers['x-forwarded-for']).client;
+}
+
+/** The client's address for an allowlist such as `metrics_allowed_peers` (`core/peers.ts`, {@link allowlistClient}). */
+export function allowlistClientOf(s: GatewayState, req: IncomingMessage): string | undefined {
+  return allowlistClient(s.trustedProxies, peerOf(s, req.socket), req.headers);
 }
 
 /**

@@ -14,7 +14,7 @@ import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { resolveStore, storeRequestTimeoutMs } from '../../config/token-service-schema.ts';
 import { ConfigError } from '../../core/errors.ts';
-import { allowlistClient, peerAllowed, peerList } from '../../core/peers.ts';
+import { allowlistClient, peerAllowed, peerList, plainAddress } from '../../core/peers.ts';
 import { createDpopNonces } from '../../core/verify/dpop.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
 import { defaultLogger, GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
@@ -120,8 +120,19 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     const serveOps = async (req: IncomingMessage, res: ServerResponse, path: string): Promise<void> => {
       // As the gateway's: the client's address as token_service.trust_proxy reads it, never a
       // proxy's own address for everyone it relays.
+      const socketAddress = req.socket.remoteAddress;
       const operator =
-        path !== ops.health_path && peerAllowed(metricsPeers, allowlistClient(proxies, req.socket.remoteAddress, req.headers));
+        path !== ops.health_path &&
+        peerAllowed(
+          metricsPeers,
+          allowlistClient(
+            proxies,
+            socketAddress === undefined
+              ? undefined
+              : { address: plainAddress(socketAddress), trustedProxy: peerAllowed(proxies, socketAddress) },
+            req.headers,
+          ),
+        );
       try {
         if (path === ops.metrics_path && !operator) writeNotFound(res);
         else if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
