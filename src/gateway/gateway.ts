@@ -105,7 +105,7 @@ import { type McpListTasks, openCursor, openListCursor, sealCursor, TaskListForw
 import { MAX_TASK_ID, namesTask, type RecordTasks, recordedOwner, TaskCreateForwardHandler, taskRecordOwner } from './mcp/tasks.ts';
 import { TOOLS_LIST_ERROR_MESSAGE, ToolsListInvalid } from './mcp/tools-list.ts';
 import { type ConnectionRefusal, GatewayMetrics, NO_ROUTE, type ParserRefusal, type SendTimeoutKind } from './metrics.ts';
-import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
+import { answerOperations, type ReadinessCheck, readiness, writeJson } from './ops.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, nginxStatus, renderDeny } from './pipeline/errors/error-handler.ts';
 import { ExchangeAnswerRefused, ExchangeMintsBusy, ExchangeMintTimeout, takeOverExchange } from './pipeline/mutate/mutator-exchange.ts';
@@ -2240,37 +2240,33 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
   // ---- operations ----
 
-  async function serveOps(s: GatewayState, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+  function serveOps(s: GatewayState, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const ops = s.gateway.operations;
-    try {
-      const operator = path !== ops.health_path && peerAllowed(s.metricsPeers, allowlistClientOf(s, req));
-      if (path === ops.metrics_path && !operator) {
-        // The client's address, not the socket's: behind a proxy on loopback or a private network
-        // every caller would otherwise share the proxy's address and pass (and so would one a
-        // trusted proxy names in a form that is no address, or any an untrusted one relays).
-        writeJson(res, 404, { error: 'not_found', error_description: 'No route matches this request.' });
-      } else if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
-      else if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });
-      else if (path === ops.ready_path) {
-        const r = await readiness(
-          s.verifiers,
-          {
-            depth: auditStats().depth,
-            max: maxQueue,
-            ...(refuseWhenFull ? { refusing: auditFull(), dropped: audit.stats.dropped } : {}),
-          },
-          sinks.some((o) => o.kind === 'stdout') ? [stdoutCheck, ...(deps.readiness ?? [])] : (deps.readiness ?? []),
-          closing,
-          ops.jwks_max_stale * 1000,
-        );
-        // The checks name remote JWKS URLs (internal hostnames) and the state of the store and
-        // the IdP: for the peers that may read the metrics. A probe needs the status code only.
-        const status = r.ready ? 'ready' : 'not_ready';
-        writeJson(res, r.ready ? 200 : 503, operator ? { status, checks: r.checks } : { status });
-      } else await writeMetrics(res, registry);
-    } catch {
-      if (!res.headersSent) writeJson(res, 500, { error: 'server_error' });
-    }
+    // The client's address, not the socket's: behind a proxy on loopback or a private network
+    // every caller would otherwise share the proxy's address and pass (and so would one a trusted
+    // proxy names in a form that is no address, or any an untrusted one relays).
+    const operator = path !== ops.health_path && peerAllowed(s.metricsPeers, allowlistClientOf(s, req));
+    return answerOperations(
+      res,
+      { method: req.method, path, operator },
+      {
+        ops,
+        registry,
+        notFound: (r) => writeJson(r, 404, { error: 'not_found', error_description: 'No route matches this request.' }),
+        ready: () =>
+          readiness(
+            s.verifiers,
+            {
+              depth: auditStats().depth,
+              max: maxQueue,
+              ...(refuseWhenFull ? { refusing: auditFull(), dropped: audit.stats.dropped } : {}),
+            },
+            sinks.some((o) => o.kind === 'stdout') ? [stdoutCheck, ...(deps.readiness ?? [])] : (deps.readiness ?? []),
+            closing,
+            ops.jwks_max_stale * 1000,
+          ),
+      },
+    );
   }
 
   // ---- lifecycle ----

@@ -143,3 +143,41 @@ export async function writeMetrics(res: ServerResponse, registry: Registry): Pro
   });
   res.end(text);
 }
+
+/** The paths of one set of operations endpoints (`gateway.operations`, `token_service.operations`). */
+export interface OperationsPaths {
+  readonly health_path: string;
+  readonly ready_path: string;
+  readonly metrics_path: string;
+}
+
+/**
+ * Answer a request for one of `ops`' paths: liveness, readiness (its checks named to an `operator`
+ * only: they name internal hosts, the store's state and why a key is refused; a probe needs the
+ * status code), or the metrics (to an `operator` only, else `notFound`, as a path that does not
+ * exist). `operator`: the caller's address is in `metrics_allowed_peers`.
+ */
+export async function answerOperations(
+  res: ServerResponse,
+  request: { readonly method: string | undefined; readonly path: string; readonly operator: boolean },
+  o: {
+    readonly ops: OperationsPaths;
+    readonly ready: () => Promise<ReadinessResult>;
+    readonly registry: Registry;
+    readonly notFound: (res: ServerResponse) => void;
+  },
+): Promise<void> {
+  const { method, path, operator } = request;
+  try {
+    if (path === o.ops.metrics_path && !operator) o.notFound(res);
+    else if (method !== 'GET' && method !== 'HEAD') writeOpsMethodNotAllowed(res);
+    else if (path === o.ops.health_path) writeJson(res, 200, { status: 'ok' });
+    else if (path === o.ops.ready_path) {
+      const r = await o.ready();
+      const status = r.ready ? 'ready' : 'not_ready';
+      writeJson(res, r.ready ? 200 : 503, operator ? { status, checks: r.checks } : { status });
+    } else await writeMetrics(res, o.registry);
+  } catch {
+    if (!res.headersSent) writeJson(res, 500, { error: 'server_error' });
+  }
+}

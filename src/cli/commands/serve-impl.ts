@@ -21,7 +21,7 @@ import { defaultLogger, GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gatewa
 import { normalizeTarget } from '../../gateway/http/path.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
 import { ListenerMetrics, tokenServiceMetrics } from '../../gateway/metrics.ts';
-import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
+import { answerOperations, type ReadinessCheck, readiness } from '../../gateway/ops.ts';
 import { announceSignalHandlers, createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
 import { deriveMacKey } from '../../issuer/secrets.ts';
 import { markUnaudited } from '../../server/body-invalid.ts';
@@ -133,19 +133,11 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
             req.headers,
           ),
         );
-      try {
-        if (path === ops.metrics_path && !operator) writeNotFound(res);
-        else if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
-        else if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });
-        else if (path === ops.ready_path) {
-          const r = await readiness([], undefined, checks, closing !== undefined);
-          // The checks tell when the store is down and why a key is refused: to the metrics peers only.
-          const status = r.ready ? 'ready' : 'not_ready';
-          writeJson(res, r.ready ? 200 : 503, operator ? { status, checks: r.checks } : { status });
-        } else await writeMetrics(res, registry);
-      } catch {
-        if (!res.headersSent) writeJson(res, 500, { error: 'server_error' });
-      }
+      await answerOperations(
+        res,
+        { method: req.method, path, operator },
+        { ops, registry, notFound: writeNotFound, ready: () => readiness([], undefined, checks, closing !== undefined) },
+      );
     };
     const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
       if (handler(req, res)) return;
